@@ -1,0 +1,45 @@
+"""``tfs``: the command line. Each subcommand lives in its own module and registers a parser.
+
+Bad input exits with code 2 and a one-line (or one-list) error; ``--debug`` shows the traceback.
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from transformer_from_scratch.cli import components
+from transformer_from_scratch.core.errors import TfsError
+
+COMMANDS = (components,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tfs`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tfs", description="A decoder-only transformer built from swappable components."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tfs`` with ``argv``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except (TfsError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"tfs {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

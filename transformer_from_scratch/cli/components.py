@@ -1,0 +1,121 @@
+"""``tfs list``, ``tfs spec show|diff`` and ``tfs build``: what is registered and what a spec makes."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from transformer_from_scratch.cli._table import format_table
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.errors import TfsError, did_you_mean
+from transformer_from_scratch.core.plugins import default_registry
+from transformer_from_scratch.core.spec import DecoderSpec
+from transformer_from_scratch.core.validate import load_spec
+
+
+def add_commands(sub: Any) -> None:
+    """Register this module's subcommands."""
+    p = sub.add_parser("list", help="list registered components, presets and plugin failures")
+    p.set_defaults(run=run_list)
+    spec = sub.add_parser("spec", help="show or compare specs").add_subparsers(
+        dest="spec_command", required=True, metavar="ACTION"
+    )
+    show = spec.add_parser("show", help="print a preset or spec file as TOML")
+    show.add_argument("spec", metavar="SPEC_OR_PRESET")
+    show.set_defaults(run=run_spec_show)
+    diff = spec.add_parser("diff", help="show the fields where two specs differ")
+    diff.add_argument("first", metavar="A")
+    diff.add_argument("second", metavar="B")
+    diff.set_defaults(run=run_spec_diff)
+    build = sub.add_parser("build", help="build a decoder and print parameters per component")
+    build.add_argument("spec", metavar="SPEC_OR_PRESET")
+    build.set_defaults(run=run_build)
+
+
+def resolve_spec(text: str) -> DecoderSpec:
+    """A spec from a file path (TOML/JSON) or a preset name."""
+    registry = default_registry()
+    if Path(text).is_file():
+        return load_spec(text, registry)
+    if text in registry.preset_names():
+        return DecoderSpec.preset(text, registry)
+    presets = registry.preset_names()
+    raise TfsError(
+        f"{text!r} is neither a spec file nor a preset{did_you_mean(text, presets)} "
+        f"(presets: {', '.join(presets)})"
+    )
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the components table, the presets and any plugin failures."""
+    registry = default_registry()
+    rows = [
+        (e.kind, e.name, ", ".join(sorted(e.capabilities)), f"{e.provider.distribution} "
+         f"{e.provider.version}", e.description)
+        for e in registry.entries()
+    ]  # fmt: skip
+    print(format_table(["kind", "name", "capabilities", "provider", "description"], rows))
+    print()
+    presets = [(p.name, f"{p.provider.distribution}", p.description) for p in
+               (registry.preset(n) for n in registry.preset_names())]  # fmt: skip
+    print(format_table(["preset", "provider", "description"], presets))
+    if registry.failures:
+        print("\nplugins that failed to load:")
+        for failure in registry.failures:
+            print(f"  {failure}")
+    return 0
+
+
+def run_spec_show(args: argparse.Namespace) -> int:
+    """Print a spec as TOML."""
+    print(resolve_spec(args.spec).to_toml(), end="")
+    return 0
+
+
+def run_spec_diff(args: argparse.Namespace) -> int:
+    """Print each field where the two specs differ; exit 1 if they differ (like diff)."""
+    first, second = resolve_spec(args.first), resolve_spec(args.second)
+    changes = spec_differences(_expanded(first), _expanded(second))
+    if not changes:
+        print("the specs are identical")
+        return 0
+    print(format_table(["field", args.first, args.second], changes))
+    return 1
+
+
+def spec_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(path, a's value, b's value)`` for every leaf where two spec dicts differ."""
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            rows += spec_differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            rows.append((f"{prefix}{key}", _show(left), _show(right)))
+    return rows
+
+
+def _expanded(spec: DecoderSpec) -> dict[str, Any]:
+    """The dict form with every component as a table, so names and options line up."""
+    data = spec.to_dict()
+    data["components"] = {
+        kind: {"name": c.name, **({"options": dict(c.options)} if c.options else {})}
+        for kind, c in spec.components.items()
+    }
+    return data
+
+
+def _show(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Build the decoder and print parameter counts per kind."""
+    spec = resolve_spec(args.spec)
+    decoder = build_decoder(spec)
+    counts = decoder.parameter_counts()
+    rows = [(kind, f"{n:,}") for kind, n in counts.items()]
+    rows.append(("total", f"{sum(counts.values()):,}"))
+    names = ", ".join(f"{k}={c}" for k, c in spec.components.items())
+    print(f"built {names}\n")
+    print(format_table(["kind", "parameters"], rows))
+    return 0

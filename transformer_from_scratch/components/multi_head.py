@@ -1,0 +1,108 @@
+"""``multi_head``: causal multi-head self-attention (and grouped-/multi-query via n_kv_heads)."""
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from transformer_from_scratch.core.cache import LayerCache
+from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import choice_problems, new_weight
+from transformer_from_scratch.core.kinds import AttentionKernel, PositionalEncoding
+from transformer_from_scratch.core.shapes import HeadVectors, Positions, Residual
+
+INITS = ("gpt2", "seed")
+
+
+class MultiHead(nn.Module):
+    """Multi-head attention (Vaswani et al. 2017, §3.2.2), written per head.
+
+    Each head ``h`` reads the residual stream through ``W_Q[h], W_K[h], W_V[h]``
+    ``[d_model d_head]``, lets each position attend to earlier ones (the kernel does the
+    ``softmax(QK^T / sqrt(d_head)) V`` part) and writes back through ``W_O[h]``
+    ``[d_head d_model]``; the heads' writes add up, which is the same as concatenating them and
+    multiplying by one ``[head*d_head, d_model]`` matrix (Elhage et al. 2021, "Attention heads
+    are independent and additive").
+
+    With ``n_kv_heads < n_heads`` several query heads share one key/value head: grouped-query
+    (Ainslie et al. 2023) or, with one, multi-query attention (Shazeer 2019).
+
+    Init ``gpt2``: N(0, 0.02^2), with ``W_O`` scaled by 1/sqrt(2 n_layers) so the residual
+    stream's variance does not grow with depth; ``seed``: Kaiming-normal ``W_Q, W_K, W_V`` and
+    Xavier-normal ``W_O``, as the original project.
+    """
+
+    def __init__(
+        self, dims: Dims, kernel: AttentionKernel, bias: bool = False, init: str = "gpt2"
+    ) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.group = dims.n_heads // dims.n_kv_heads
+        self._init_weights(dims, init)
+        self.b_Q = _bias(bias, dims.n_heads, dims.d_head)
+        self.b_K = _bias(bias, dims.n_kv_heads, dims.d_head)
+        self.b_V = _bias(bias, dims.n_kv_heads, dims.d_head)
+        self.b_O = _bias(bias, dims.d_model)
+
+    def _init_weights(self, dims: Dims, init: str) -> None:
+        d, h, kv, dh = dims.d_model, dims.n_heads, dims.n_kv_heads, dims.d_head
+        qkv = "kaiming_normal" if init == "seed" else "normal"
+        self.W_Q = new_weight(h, d, dh, scheme=qkv, fan_in=d, fan_out=dh)
+        self.W_K = new_weight(kv, d, dh, scheme=qkv, fan_in=d, fan_out=dh)
+        self.W_V = new_weight(kv, d, dh, scheme=qkv, fan_in=d, fan_out=dh)
+        out_std = 0.02 / math.sqrt(2 * dims.n_layers)
+        scheme = "xavier_normal" if init == "seed" else "normal"
+        self.W_O = new_weight(h, dh, d, scheme=scheme, fan_in=h * dh, fan_out=d, std=out_std)
+
+    def forward(
+        self,
+        residual: Residual,
+        *,
+        positional: PositionalEncoding,
+        positions: Positions,
+        cache: LayerCache | None = None,
+    ) -> Residual:
+        """Each position's update to the residual stream, mixed from earlier positions."""
+        queries = positional.rotate(self._project(residual, self.W_Q, self.b_Q), positions)
+        keys = positional.rotate(self._project(residual, self.W_K, self.b_K), positions)
+        values = self._project(residual, self.W_V, self.b_V)
+        earlier = 0 if cache is None else cache.length
+        if cache is not None:
+            keys, values = cache.extend(keys, values)
+        key_positions = torch.arange(-earlier, positions.shape[0], device=positions.device)
+        key_positions = key_positions + positions[:1]
+        mixed = self.kernel(
+            queries,
+            self._share(keys),
+            self._share(values),
+            query_positions=positions,
+            key_positions=key_positions,
+            score_bias=positional.score_bias(positions, key_positions),
+        )
+        out = torch.einsum("bhpd,hdm->bpm", mixed, self.W_O)
+        return out if self.b_O is None else out + self.b_O
+
+    @staticmethod
+    def _project(
+        residual: Residual,
+        weight: Float[Tensor, "head d_model d_head"],
+        bias: Float[Tensor, "head d_head"] | None,
+    ) -> HeadVectors:
+        out = torch.einsum("bpm,hmd->bhpd", residual, weight)
+        return out if bias is None else out + bias[:, None, :]
+
+    def _share(self, x: Tensor) -> Tensor:
+        """Repeat each key/value head for the query heads of its group (no-op for plain MHA)."""
+        return x if self.group == 1 else x.repeat_interleave(self.group, dim=1)
+
+
+def _bias(enabled: bool, *shape: int) -> nn.Parameter | None:
+    return nn.Parameter(torch.zeros(*shape)) if enabled else None
+
+
+def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:
+    """Spec-time checks of the options."""
+    return choice_problems("init", options.get("init", "gpt2"), INITS)

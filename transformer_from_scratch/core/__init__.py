@@ -1,0 +1,1 @@
+"""The core: kinds, registry, plugins, specs, builder and decoder; no implementation by name."""

@@ -1,0 +1,62 @@
+"""The package's exception types.
+
+Every error here is written for a person: it says what was wrong, where (a spec field path, a
+plugin, a file) and what to do about it. The command line prints the message alone (exit code 2);
+``--debug`` adds the traceback.
+"""
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+class TfsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SpecError(TfsError, ValueError):
+    """A spec (or a spec-shaped dict, TOML or JSON) has one or more problems, all listed."""
+
+    def __init__(self, problems: Sequence[str], *, source: str = "spec") -> None:
+        self.problems = list(problems)
+        self.source = source
+        count = len(self.problems)
+        header = f"{source} has {count} problem{'s' if count != 1 else ''}:"
+        super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))
+
+
+class UnknownComponentError(TfsError, LookupError):
+    """No implementation of that kind is registered under that name."""
+
+    def __init__(self, kind: str, name: str, registered: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        self.registered = sorted(registered)
+        super().__init__(unknown_name_message(f"{kind}", name, self.registered))
+
+
+class DuplicateComponentError(TfsError):
+    """Two providers registered the same kind and name."""
+
+
+class PluginError(TfsError):
+    """A plugin failed to load or to register (raised only in strict mode)."""
+
+
+class IncompatibleComponentsError(SpecError):
+    """The spec names parts that cannot work together; raised before any weight is allocated."""
+
+
+class CheckpointError(TfsError):
+    """A checkpoint file is missing, damaged, tampered with, or names parts not installed."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_name_message(what: str, name: str, registered: Sequence[str]) -> str:
+    """The message for an unknown name: the name, a suggestion and what exists."""
+    listing = ", ".join(registered) if registered else "(none)"
+    hint = did_you_mean(name, registered) or ";"
+    return f"unknown {what} {name!r}{hint} registered: {listing}"

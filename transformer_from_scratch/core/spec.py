@@ -1,0 +1,308 @@
+"""Declarative specs: which implementation fills each slot, and the model's sizes.
+
+A :class:`DecoderSpec` is a frozen record holding names and plain values only (never an import
+path or a class), so loading one from a file or a checkpoint can reach registered code and
+nothing else. It reads from and writes to a dict, TOML or JSON, losslessly::
+
+    d_model = 128
+    n_layers = 2
+    n_heads = 4
+    d_head = 32
+    d_mlp = 512
+    d_vocab = 256
+    n_ctx = 64
+
+    [components]
+    positional = "sinusoidal"
+    mlp = { name = "gelu", options = { approximate = "tanh" } }
+
+Components left out take the GPT-2 choice. Every problem in a spec is reported at once, each
+with its field path, the bad value and a fix. Checks that need the registry (unknown names,
+options, capabilities) live in :mod:`transformer_from_scratch.core.validate`.
+"""
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import tomli_w
+
+from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.errors import SpecError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+_OPTION_TYPES = (str, int, float, bool, list)
+SIZE_FIELDS = ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
+
+
+@attrs.frozen
+class Component:
+    """One slot's choice: a registered name plus the options its factory takes."""
+
+    name: str
+    options: dict[str, Any] = attrs.field(factory=dict, hash=False, converter=dict)
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"{self.name}({opts})"
+
+
+def _component(name: str) -> Any:
+    return attrs.field(factory=lambda: Component(name))
+
+
+@attrs.frozen(kw_only=True)
+class Components:
+    """One :class:`Component` per kind; defaults are GPT-2's choices."""
+
+    embedding: Component = _component("embedding")
+    positional: Component = _component("learned")
+    attention: Component = _component("multi_head")
+    attention_kernel: Component = _component("materialized")
+    mlp: Component = _component("gelu")
+    norm: Component = _component("layer_norm")
+    block: Component = _component("pre_norm")
+    unembedding: Component = _component("tied")
+
+    def items(self) -> list[tuple[str, Component]]:
+        """``(kind, component)`` pairs in decoder order."""
+        return [(field.name, getattr(self, field.name)) for field in attrs.fields(Components)]
+
+
+COMPONENT_KINDS = tuple(field.name for field in attrs.fields(Components))
+
+
+@attrs.frozen(kw_only=True)
+class DecoderSpec:
+    """A whole decoder: sizes plus one component per kind.
+
+    ``n_kv_heads`` (default: ``n_heads``) is the number of key/value heads, for grouped-query
+    attention; ``final_norm`` adds a norm between the last block and the unembedding (GPT-2 has
+    one; the original project did not).
+    """
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    n_kv_heads: int | None = None
+    final_norm: bool = True
+    components: Components = attrs.field(factory=Components)
+
+    def __attrs_post_init__(self) -> None:
+        problems = _field_problems(attrs.asdict(self, recurse=False))
+        if problems:
+            raise SpecError(problems)
+
+    @property
+    def dims(self) -> Dims:
+        """The sizes every factory receives."""
+        return Dims(
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_head=self.d_head,
+            d_mlp=self.d_mlp,
+            d_vocab=self.d_vocab,
+            n_ctx=self.n_ctx,
+            n_kv_heads=self.n_kv_heads or self.n_heads,
+        )
+
+    def evolve(self, **changes: Any) -> "DecoderSpec":
+        """A copy with some fields changed; component names may be given as strings."""
+        comps = {k: changes.pop(k) for k in list(changes) if k in COMPONENT_KINDS}
+        if comps:
+            parts = {k: _as_component(v) for k, v in comps.items()}
+            changes["components"] = attrs.evolve(self.components, **parts)
+        return attrs.evolve(self, **changes)
+
+    # --- in and out ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec") -> "DecoderSpec":
+        """Structure a dict (from TOML, JSON or code); every problem is reported at once."""
+        problems = dict_problems(data)
+        if problems:
+            raise SpecError(problems, source=source)
+        try:
+            return _converter.structure(dict(data), cls)
+        except SpecError as err:
+            raise SpecError(err.problems, source=source) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict form (what TOML and JSON hold); ``from_dict`` reads it back equal."""
+        data: dict[str, Any] = _converter.unstructure(self)
+        if data.get("n_kv_heads") is None:
+            data.pop("n_kv_heads", None)
+        return data
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "TOML spec") -> "DecoderSpec":
+        """Parse TOML text."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SpecError([f"not valid TOML: {err}"], source=source) from None
+        return cls.from_dict(data, source=source)
+
+    def to_toml(self) -> str:
+        """TOML text that ``from_toml`` reads back equal."""
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "JSON spec") -> "DecoderSpec":
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError([f"not valid JSON: {err}"], source=source) from None
+        if not isinstance(data, dict):
+            raise SpecError([f"expected a JSON object, got {type(data).__name__}"], source=source)
+        return cls.from_dict(data, source=source)
+
+    def to_json(self) -> str:
+        """JSON text that ``from_json`` reads back equal."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "DecoderSpec":
+        """Read a ``.toml`` or ``.json`` spec file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpecError([f"cannot read {path}: {err}"], source=str(path)) from None
+        if path.suffix.lower() == ".json":
+            return cls.from_json(text, source=str(path))
+        return cls.from_toml(text, source=str(path))
+
+    @classmethod
+    def preset(cls, name: str, registry: Any = None) -> "DecoderSpec":
+        """A registered preset (``seed``, ``gpt2``, ``tiny``, or one a plugin adds)."""
+        from transformer_from_scratch.core.plugins import default_registry
+
+        chosen = (registry or default_registry()).preset(name)
+        return cls.from_dict(chosen.spec, source=f"preset {name!r}")
+
+
+def _as_component(value: Any) -> Component:
+    if isinstance(value, Component):
+        return value
+    if isinstance(value, str):
+        return Component(value)
+    return Component(value["name"], value.get("options", {}))
+
+
+# --- field-level validation (no registry needed) ------------------------------------------
+_SPEC_KEYS = [f.name for f in attrs.fields(DecoderSpec)]
+_COMPONENT_KEYS = ["name", "options"]
+
+
+def dict_problems(data: Mapping[str, Any]) -> list[str]:
+    """Every problem in a spec's dict form: unknown keys, types, sizes, components."""
+    if not isinstance(data, Mapping):
+        return [f"a spec is a table of fields, got {type(data).__name__}"]
+    problems = _unknown_keys(data, _SPEC_KEYS, "")
+    required = [f.name for f in attrs.fields(DecoderSpec) if f.default is attrs.NOTHING]
+    problems += [f"{key}: missing; add `{key} = <int>`" for key in required if key not in data]
+    problems += _field_problems(data)
+    comps = data.get("components", {})
+    if isinstance(comps, Components):
+        return problems
+    if not isinstance(comps, Mapping):
+        return [*problems, f"components: expected a table of kind = name, got {comps!r}"]
+    problems += _unknown_keys(comps, list(COMPONENT_KINDS), "components.")
+    for kind, value in comps.items():
+        if kind in COMPONENT_KINDS:
+            problems += _component_problems(value, f"components.{kind}")
+    return problems
+
+
+def _unknown_keys(data: Mapping[str, Any], known: list[str], prefix: str) -> list[str]:
+    return [
+        f"{prefix}{key}: unknown field{did_you_mean(str(key), known)} (fields: {', '.join(known)})"
+        for key in data
+        if key not in known
+    ]
+
+
+def _field_problems(data: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in SIZE_FIELDS:
+        if key in data:
+            problems += _positive_int(data[key], key)
+    if data.get("n_kv_heads") is not None:
+        problems += _positive_int(data["n_kv_heads"], "n_kv_heads")
+    if "final_norm" in data and not isinstance(data["final_norm"], bool):
+        problems.append(f"final_norm: expected true or false, got {data['final_norm']!r}")
+    if not problems:
+        problems += _cross_field_problems(data)
+    return problems
+
+
+def _positive_int(value: Any, path: str) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [f"{path}: expected a whole number, got {value!r} ({type(value).__name__})"]
+    if value <= 0:
+        return [f"{path}: must be positive, got {value}"]
+    return []
+
+
+def _cross_field_problems(data: Mapping[str, Any]) -> list[str]:
+    heads, kv_heads = data.get("n_heads"), data.get("n_kv_heads")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
+        return [
+            f"n_kv_heads: {kv_heads} does not divide n_heads = {heads}; each key/value head "
+            f"serves a whole group of query heads (try one of {_divisors(heads)})"
+        ]
+    return []
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _component_problems(value: Any, path: str) -> list[str]:
+    if isinstance(value, Component | str):
+        return []
+    if not isinstance(value, Mapping):
+        return [f"{path}: expected a name or {{ name = ..., options = {{...}} }}, got {value!r}"]
+    problems = _unknown_keys(value, _COMPONENT_KEYS, f"{path}.")
+    if not isinstance(value.get("name"), str):
+        problems.append(f"{path}.name: missing or not a string; add `name = \"...\"`")
+    options = value.get("options", {})
+    if not isinstance(options, Mapping):
+        problems.append(f"{path}.options: expected a table of option = value, got {options!r}")
+    else:
+        problems += [
+            f"{path}.options.{key}: {val!r} is not a plain value (string, number, bool or list)"
+            for key, val in options.items()
+            if not isinstance(val, _OPTION_TYPES)
+        ]
+    return problems
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(Component, lambda value, _: _as_component(value))
+
+    def unstructure_component(c: Component) -> Any:
+        return {"name": c.name, "options": dict(c.options)} if c.options else c.name
+
+    converter.register_unstructure_hook(Component, unstructure_component)
+    return converter
+
+
+_converter = _make_converter()

@@ -1,0 +1,94 @@
+"""Checks of a spec against a registry: names, options and whether the parts fit together.
+
+All of it runs before a single weight is allocated, and every problem is reported at once.
+"""
+
+from pathlib import Path
+
+from transformer_from_scratch.core.errors import IncompatibleComponentsError, SpecError
+from transformer_from_scratch.core.plugins import default_registry
+from transformer_from_scratch.core.registry import Entry, Registry
+from transformer_from_scratch.core.spec import DecoderSpec
+
+
+def spec_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
+    """Unknown names, unknown or missing options, and problems the implementations report."""
+    problems: list[str] = []
+    for kind, component in spec.components.items():
+        where = f"components.{kind}"
+        if component.name not in registry.names(kind):
+            error = registry_error(registry, kind, component.name)
+            problems.append(f"{where}: {error}")
+            continue
+        entry = registry.get(kind, component.name)
+        problems += entry.option_problems(component.options, f"{where}.options")
+        if entry.validate is not None:
+            problems += [f"{where}: {p}" for p in entry.validate(spec.dims, component.options)]
+    return problems
+
+
+def registry_error(registry: Registry, kind: str, name: str) -> str:
+    """The unknown-name message for ``kind``/``name``."""
+    try:
+        registry.get(kind, name)
+    except LookupError as err:
+        return str(err)
+    return ""
+
+
+def fit_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
+    """Pairs of parts that cannot work together, each naming both parts and what would fit."""
+    parts = {kind: registry.get(kind, c.name) for kind, c in spec.components.items()}
+    positional, attention, kernel = parts["positional"], parts["attention"], parts["attention_kernel"]
+    problems = []
+    for need in ("rotary", "score_bias"):
+        if need in positional.capabilities and need not in attention.capabilities:
+            problems.append(_misfit(positional, attention, need, registry, "attention"))
+    if "score_bias" in positional.capabilities and "score_bias" not in kernel.capabilities:
+        problems.append(_misfit(positional, kernel, "score_bias", registry, "attention_kernel"))
+    window = spec.components.attention_kernel.options.get("window")
+    if window is not None and "sliding_window" not in kernel.capabilities:
+        problems.append(_misfit_option(kernel, "window", "sliding_window", registry))
+    return problems
+
+
+def _misfit(needs: Entry, lacks: Entry, capability: str, registry: Registry, kind: str) -> str:
+    fits = _with_capability(registry, kind, capability)
+    return (
+        f"components.{lacks.kind}: {needs.id} needs the {capability!r} capability, which "
+        f"{lacks.id} does not declare; choose a {kind} that has it ({fits})"
+    )
+
+
+def _misfit_option(entry: Entry, option: str, capability: str, registry: Registry) -> str:
+    fits = _with_capability(registry, entry.kind, capability)
+    return (
+        f"components.{entry.kind}.options.{option}: {entry.id} cannot honour {option!r} "
+        f"(no {capability!r} capability); use a kernel that can ({fits}) or drop the option"
+    )
+
+
+def _with_capability(registry: Registry, kind: str, capability: str) -> str:
+    names = [e.name for e in registry.entries(kind) if capability in e.capabilities]
+    return ", ".join(names) if names else "none is installed"
+
+
+def check_spec(spec: DecoderSpec, registry: Registry) -> None:
+    """Raise one :class:`SpecError` listing every problem of ``spec`` against ``registry``."""
+    problems = spec_problems(spec, registry)
+    if problems:
+        raise SpecError(problems)
+    misfits = fit_problems(spec, registry)
+    if misfits:
+        raise IncompatibleComponentsError(misfits)
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> DecoderSpec:
+    """Read a TOML or JSON spec file and check it against the registry."""
+    spec = DecoderSpec.from_file(path)
+    registry = registry or default_registry()
+    try:
+        check_spec(spec, registry)
+    except SpecError as err:
+        raise type(err)(err.problems, source=str(path)) from None
+    return spec
