@@ -1,5 +1,9 @@
 """Shared fixtures: tiny seeded specs, fresh registries and throwaway plugin distributions."""
 
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,3 +77,27 @@ def make_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DistMa
         return info
 
     return make
+
+
+Tfs = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def tfs_cli(tmp_path: Path) -> Tfs:
+    """Run ``tfs ARGS`` as a user would; returns the completed process (never raises)."""
+    script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+
+    def run(
+        *args: str, cwd: Path = tmp_path, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [script, *args],
+            cwd=cwd,
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run

@@ -72,7 +72,7 @@ class _NoBiasKernel(_Recorder):
     pass
 
 
-def _registry_with(register: Callable[[tfs.Registry], None]) -> tfs.Registry:
+def _registry_with(register: Callable[[tfs.Registry], object]) -> tfs.Registry:
     registry = tfs.load_registry(autoload=False)
     extra = tfs.Registry(Provider("test", "tests", "0"))
     register(extra)
@@ -113,17 +113,26 @@ def test_window_option_needs_the_capability(tiny_spec: SpecMaker) -> None:
 
     registry = _registry_with(lambda r: r.register("attention_kernel", "windowed", Windowed))
     spec = tiny_spec(attention_kernel={"name": "windowed", "options": {"window": 4}})
-    with pytest.raises(tfs.IncompatibleComponentsError, match="cannot honour 'window'.*materialized"):
+    with pytest.raises(
+        tfs.IncompatibleComponentsError, match=r"cannot honour 'window'.*materialized"
+    ):
         tfs.build_decoder(spec, registry)
 
 
 def test_a_factory_that_returns_no_module_is_named(tiny_spec: SpecMaker) -> None:
-    registry = _registry_with(lambda r: r.register("mlp", "lambda", lambda dims: 3))
-    with pytest.raises(tfs.TfsError, match=r"mlp/lambda \(from tests 0 \(plugin 'test'\)\) returned int"):
+    def not_a_module(dims: tfs.Dims) -> int:
+        return 3
+
+    registry = _registry_with(lambda r: r.register("mlp", "lambda", not_a_module))  # type: ignore[arg-type]
+    with pytest.raises(
+        tfs.TfsError, match=r"mlp/lambda \(from tests 0 \(plugin 'test'\)\) returned int"
+    ):
         tfs.build_decoder(tiny_spec(mlp="lambda"), registry)
 
 
 def test_a_positional_must_keep_the_contract(tiny_spec: SpecMaker) -> None:
     registry = _registry_with(lambda r: r.register("positional", "plain", _Recorder))
-    with pytest.raises(tfs.TfsError, match="must subclass transformer_from_scratch.PositionalEncoding"):
+    with pytest.raises(
+        tfs.TfsError, match=r"must subclass transformer_from_scratch\.PositionalEncoding"
+    ):
         tfs.build_decoder(tiny_spec(positional="plain"), registry)

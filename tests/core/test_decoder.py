@@ -12,7 +12,9 @@ SpecMaker = Callable[..., tfs.DecoderSpec]
 
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal", "none"])
 @pytest.mark.parametrize("block", ["pre_norm", "post_norm", "res_post_norm"])
-def test_cached_decoding_equals_the_full_forward(tiny_spec: SpecMaker, positional: str, block: str) -> None:
+def test_cached_decoding_equals_the_full_forward(
+    tiny_spec: SpecMaker, positional: str, block: str
+) -> None:
     decoder = tfs.build_decoder(tiny_spec(positional=positional, block=block)).eval()
     tokens = torch.randint(0, 11, (2, 9))
     full = decoder(tokens)

@@ -30,7 +30,11 @@ def test_presets_round_trip_through_dict_toml_and_json(preset: str) -> None:
 
 def test_options_survive_the_round_trip() -> None:
     spec = tfs.DecoderSpec.from_dict(
-        {**TINY, "n_kv_heads": 1, "components": {"mlp": {"name": "gelu", "options": {"approximate": "tanh"}}}}
+        {
+            **TINY,
+            "n_kv_heads": 1,
+            "components": {"mlp": {"name": "gelu", "options": {"approximate": "tanh"}}},
+        }
     )
     assert spec.components.mlp == tfs.Component("gelu", {"approximate": "tanh"})
     again = tfs.DecoderSpec.from_toml(spec.to_toml())
@@ -71,7 +75,9 @@ def test_every_problem_is_reported_at_once_with_path_value_and_fix() -> None:
     assert "d_mlp: must be positive, got -4" in problems
     assert "n_ctx: expected a whole number, got '64' (str)" in problems
     assert any(p.startswith("components.mpl: unknown field; did you mean 'mlp'?") for p in problems)
-    assert any(p.startswith("components.norm.nme: unknown field; did you mean 'name'?") for p in problems)
+    assert any(
+        p.startswith("components.norm.nme: unknown field; did you mean 'name'?") for p in problems
+    )
     assert any(p.startswith("components.norm.name: missing") for p in problems)
     assert len(problems) == 7
     assert str(err.value).startswith("spec has 7 problems:")
@@ -85,7 +91,9 @@ def test_missing_sizes_are_named() -> None:
 
 
 def test_kv_heads_must_divide_heads() -> None:
-    with pytest.raises(tfs.SpecError, match=r"n_kv_heads: 3 does not divide n_heads = 4.*\[1, 2, 4\]"):
+    with pytest.raises(
+        tfs.SpecError, match=r"n_kv_heads: 3 does not divide n_heads = 4.*\[1, 2, 4\]"
+    ):
         tfs.DecoderSpec.from_dict({**TINY, "n_heads": 4, "n_kv_heads": 3})
 
 
@@ -96,7 +104,9 @@ def test_direct_construction_is_validated_too() -> None:
 
 def test_specs_hold_plain_values_only() -> None:
     with pytest.raises(tfs.SpecError, match="is not a plain value"):
-        tfs.DecoderSpec.from_dict({**TINY, "components": {"mlp": {"name": "gelu", "options": {"fn": print}}}})
+        tfs.DecoderSpec.from_dict(
+            {**TINY, "components": {"mlp": {"name": "gelu", "options": {"fn": print}}}}
+        )
 
 
 def test_bad_toml_and_json_say_so(tmp_path: Path) -> None:
@@ -113,18 +123,56 @@ def test_load_spec_checks_names_and_options_against_the_registry(tmp_path: Path)
     text = tfs.DecoderSpec.from_dict(TINY).to_toml()
     text += '\n[components.attention_kernel]\nname = "materialised"\n'
     text += '\n[components.mlp]\nname = "gelu"\noptions = { approximat = "tanh" }\n'
-    path.write_text(text.replace('attention_kernel = "materialized"\n', "").replace('mlp = "gelu"\n', ""))
+    path.write_text(
+        text.replace('attention_kernel = "materialized"\n', "").replace('mlp = "gelu"\n', "")
+    )
     with pytest.raises(tfs.SpecError) as err:
         tfs.load_spec(path)
     message = str(err.value)
     assert message.startswith(f"{path} has 2 problems:")
-    assert "components.attention_kernel: unknown attention_kernel 'materialised'; did you mean 'materialized'?" in message
-    assert "components.mlp.options.approximat: mlp/gelu takes no option 'approximat'; did you mean 'approximate'?" in message
+    assert (
+        "components.attention_kernel: unknown attention_kernel 'materialised'; did you mean 'materialized'?"
+        in message
+    )
+    assert (
+        "components.mlp.options.approximat: mlp/gelu takes no option 'approximat'; did you mean 'approximate'?"
+        in message
+    )
 
 
 def test_implementation_validators_join_the_report(tmp_path: Path) -> None:
-    spec = tfs.DecoderSpec.from_dict({**TINY, "d_model": 15, "components": {"positional": "sinusoidal", "mlp": {"name": "gelu", "options": {"approximate": "fast"}}}})
+    spec = tfs.DecoderSpec.from_dict(
+        {
+            **TINY,
+            "d_model": 15,
+            "components": {
+                "positional": "sinusoidal",
+                "mlp": {"name": "gelu", "options": {"approximate": "fast"}},
+            },
+        }
+    )
     with pytest.raises(tfs.SpecError) as err:
         tfs.check_spec(spec, tfs.default_registry())
-    assert "components.positional: sinusoidal pairs sin and cos features, so d_model must be even (got 15)" in err.value.problems
-    assert "components.mlp: option approximate = 'fast' is not one of 'none', 'tanh'" in err.value.problems
+    assert (
+        "components.positional: sinusoidal pairs sin and cos features, so d_model must be even (got 15)"
+        in err.value.problems
+    )
+    assert (
+        "components.mlp: option approximate = 'fast' is not one of 'none', 'tanh'"
+        in err.value.problems
+    )
+
+
+def test_load_spec_reports_field_and_registry_problems_together(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "d_modle = 128\nd_model = 128\nn_layers = 4\nn_heads = true\nd_head = 32\nd_mlp = 512\n"
+        'd_vocab = 256\nn_ctx = 64\n[components]\nattention_kernel = "flsh"\n'
+    )
+    with pytest.raises(tfs.SpecError) as err:
+        tfs.load_spec(path)
+    assert len(err.value.problems) == 3
+    assert (
+        err.value.problems[2]
+        == "components.attention_kernel: unknown attention_kernel 'flsh'; registered: materialized"
+    )

@@ -1,4 +1,4 @@
-"""``tfs list``, ``tfs spec show|diff`` and ``tfs build``: what is registered and what a spec makes."""
+"""``tfs list``, ``tfs spec show|diff``, ``tfs build``: what is registered, what a spec makes."""
 
 import argparse
 from pathlib import Path
@@ -82,7 +82,9 @@ def run_spec_diff(args: argparse.Namespace) -> int:
     return 1
 
 
-def spec_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+def spec_differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
+) -> list[tuple[str, str, str]]:
     """``(path, a's value, b's value)`` for every leaf where two spec dicts differ."""
     rows = []
     for key in sorted(set(a) | set(b)):

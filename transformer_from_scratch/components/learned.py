@@ -5,7 +5,7 @@ from torch import nn
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import new_weight
 from transformer_from_scratch.core.kinds import PositionalEncoding
-from transformer_from_scratch.core.shapes import PositionVectors, Positions
+from transformer_from_scratch.core.shapes import Positions, PositionVectors
 
 
 class Learned(PositionalEncoding):

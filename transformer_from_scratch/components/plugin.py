@@ -33,8 +33,9 @@ def register_components(registry: Registry) -> None:
         validate=sinusoidal.validate)  # fmt: skip
     reg("positional", "learned", learned.Learned, capabilities=["additive"])
     reg("positional", "none", none.NoPositions)
-    reg("attention", "multi_head", multi_head.MultiHead,
-        capabilities=["kv_cache", "rotary", "score_bias"], validate=multi_head.validate)  # fmt: skip
+    attention_caps = ["kv_cache", "rotary", "score_bias"]
+    reg("attention", "multi_head", multi_head.MultiHead, capabilities=attention_caps,
+        validate=multi_head.validate)  # fmt: skip
     reg("attention_kernel", "materialized", materialized.Materialized,
         capabilities=["exact", "score_bias", "sliding_window"])  # fmt: skip
     reg("mlp", "relu", relu.ReLU, validate=relu.validate)

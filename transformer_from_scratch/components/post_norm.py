@@ -36,4 +36,5 @@ class PostNorm(nn.Module):
         """The normalised residual stream after attention and after the MLP."""
         attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
         residual = self.norm_attention(residual + attended)
-        return self.norm_mlp(residual + self.mlp(residual))
+        out: Residual = self.norm_mlp(residual + self.mlp(residual))
+        return out

@@ -38,4 +38,5 @@ class PreNorm(nn.Module):
         residual = residual + self.attention(
             self.norm_attention(residual), positional=positional, positions=positions, cache=cache
         )
-        return residual + self.mlp(self.norm_mlp(residual))
+        out: Residual = residual + self.mlp(self.norm_mlp(residual))
+        return out

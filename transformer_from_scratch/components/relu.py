@@ -28,7 +28,9 @@ class ReLU(nn.Module):
         d, m = dims.d_model, dims.d_mlp
         seed = init == "seed"
         out_std = 0.02 / math.sqrt(2 * dims.n_layers)
-        self.W_in = new_weight(d, m, scheme="kaiming_normal" if seed else "normal", fan_in=d, fan_out=m)
+        self.W_in = new_weight(
+            d, m, scheme="kaiming_normal" if seed else "normal", fan_in=d, fan_out=m
+        )
         self.W_out = new_weight(
             m, d, scheme="xavier_normal" if seed else "normal", fan_in=m, fan_out=d, std=out_std
         )

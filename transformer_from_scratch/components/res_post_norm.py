@@ -38,4 +38,5 @@ class ResPostNorm(nn.Module):
         """The residual stream plus this block's normalised attention and MLP outputs."""
         attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
         residual = residual + self.norm_attention(attended)
-        return residual + self.norm_mlp(self.mlp(residual))
+        out: Residual = residual + self.norm_mlp(self.mlp(residual))
+        return out

@@ -7,7 +7,7 @@ import torch
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.kinds import PositionalEncoding
-from transformer_from_scratch.core.shapes import PositionVectors, Positions
+from transformer_from_scratch.core.shapes import Positions, PositionVectors
 
 
 class Sinusoidal(PositionalEncoding):
@@ -19,14 +19,15 @@ class Sinusoidal(PositionalEncoding):
     table is a non-persistent buffer: it is recomputed, never saved.
     """
 
+    table: torch.Tensor
+
     def __init__(self, dims: Dims, base: float = 10000.0) -> None:
         super().__init__()
         self.register_buffer("table", sinusoid_table(dims.n_ctx, dims.d_model, base), False)
 
     def embed(self, positions: Positions) -> PositionVectors:
         """The position vector of each position."""
-        table: torch.Tensor = self.table
-        return table[positions]
+        return self.table[positions]
 
 
 def sinusoid_table(n_ctx: int, d_model: int, base: float) -> torch.Tensor:
@@ -43,5 +44,7 @@ def sinusoid_table(n_ctx: int, d_model: int, base: float) -> torch.Tensor:
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:
     """Sine/cosine pairs need an even width."""
     if dims.d_model % 2:
-        return [f"sinusoidal pairs sin and cos features, so d_model must be even (got {dims.d_model})"]
+        return [
+            f"sinusoidal pairs sin and cos features, so d_model must be even (got {dims.d_model})"
+        ]
     return []

@@ -6,7 +6,8 @@ plugin, a file) and what to do about it. The command line prints the message alo
 """
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 class TfsError(Exception):
@@ -16,9 +17,16 @@ class TfsError(Exception):
 class SpecError(TfsError, ValueError):
     """A spec (or a spec-shaped dict, TOML or JSON) has one or more problems, all listed."""
 
-    def __init__(self, problems: Sequence[str], *, source: str = "spec") -> None:
+    def __init__(
+        self,
+        problems: Sequence[str],
+        *,
+        source: str = "spec",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
         self.problems = list(problems)
         self.source = source
+        self.data = data
         count = len(self.problems)
         header = f"{source} has {count} problem{'s' if count != 1 else ''}:"
         super().__init__("\n".join([header, *(f"  - {p}" for p in self.problems)]))

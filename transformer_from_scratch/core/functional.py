@@ -7,7 +7,7 @@ written with tensor operations, so a learner can read the formula in the code.
 import math
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from transformer_from_scratch.core.shapes import KeyPositions, QueryPositions
@@ -86,3 +86,16 @@ def choice_problems(option: str, value: object, allowed: tuple[str, ...]) -> lis
     if value in allowed:
         return []
     return [f"option {option} = {value!r} is not one of {', '.join(map(repr, allowed))}"]
+
+
+def next_token_loss(
+    logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, ""]:
+    """Mean negative log-probability of each next token.
+
+    The logits at positions ``0..T-2`` predict tokens ``1..T-1``; the last position has no
+    target. ``log_softmax`` subtracts the log-sum-exp, so a perfect prediction scores 0.
+    """
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = tokens[:, 1:]
+    return -log_probs.gather(-1, targets[..., None]).mean()

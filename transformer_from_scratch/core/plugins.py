@@ -63,7 +63,7 @@ def load_registry(
 
 @functools.cache
 def default_registry() -> Registry:
-    """The process-wide registry, loaded on first use (``default_registry.cache_clear()`` resets)."""
+    """The process-wide registry, loaded on first use; ``default_registry.cache_clear()`` resets."""
     return load_registry()
 
 
@@ -82,8 +82,13 @@ def _load_entry_point(registry: Registry, entry_point: metadata.EntryPoint, stri
     try:
         plugin = entry_point.load()
     except (Exception, SystemExit) as exc:
-        _fail(registry, provider, f"could not be imported ({entry_point.value}): {_describe(exc)}",
-              strict, exc)
+        _fail(
+            registry,
+            provider,
+            f"could not be imported ({entry_point.value}): {_describe(exc)}",
+            strict,
+            exc,
+        )
         return
     _install(registry, provider, plugin, strict=strict)
 

@@ -24,6 +24,7 @@ options, capabilities) live in :mod:`transformer_from_scratch.core.validate`.
 import json
 import sys
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,16 @@ _OPTION_TYPES = (str, int, float, bool, list)
 SIZE_FIELDS = ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
 
 
+def _copy_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(options)
+
+
 @attrs.frozen
 class Component:
     """One slot's choice: a registered name plus the options its factory takes."""
 
     name: str
-    options: dict[str, Any] = attrs.field(factory=dict, hash=False, converter=dict)
+    options: dict[str, Any] = attrs.field(factory=dict, hash=False, converter=_copy_options)
 
     def __str__(self) -> str:
         if not self.options:
@@ -57,22 +62,18 @@ class Component:
         return f"{self.name}({opts})"
 
 
-def _component(name: str) -> Any:
-    return attrs.field(factory=lambda: Component(name))
-
-
 @attrs.frozen(kw_only=True)
 class Components:
     """One :class:`Component` per kind; defaults are GPT-2's choices."""
 
-    embedding: Component = _component("embedding")
-    positional: Component = _component("learned")
-    attention: Component = _component("multi_head")
-    attention_kernel: Component = _component("materialized")
-    mlp: Component = _component("gelu")
-    norm: Component = _component("layer_norm")
-    block: Component = _component("pre_norm")
-    unembedding: Component = _component("tied")
+    embedding: Component = attrs.field(factory=partial(Component, "embedding"))
+    positional: Component = attrs.field(factory=partial(Component, "learned"))
+    attention: Component = attrs.field(factory=partial(Component, "multi_head"))
+    attention_kernel: Component = attrs.field(factory=partial(Component, "materialized"))
+    mlp: Component = attrs.field(factory=partial(Component, "gelu"))
+    norm: Component = attrs.field(factory=partial(Component, "layer_norm"))
+    block: Component = attrs.field(factory=partial(Component, "pre_norm"))
+    unembedding: Component = attrs.field(factory=partial(Component, "tied"))
 
     def items(self) -> list[tuple[str, Component]]:
         """``(kind, component)`` pairs in decoder order."""
@@ -135,7 +136,9 @@ class DecoderSpec:
         """Structure a dict (from TOML, JSON or code); every problem is reported at once."""
         problems = dict_problems(data)
         if problems:
-            raise SpecError(problems, source=source)
+            raise SpecError(
+                problems, source=source, data=data if isinstance(data, Mapping) else None
+            )
         try:
             return _converter.structure(dict(data), cls)
         except SpecError as err:
@@ -281,7 +284,7 @@ def _component_problems(value: Any, path: str) -> list[str]:
         return [f"{path}: expected a name or {{ name = ..., options = {{...}} }}, got {value!r}"]
     problems = _unknown_keys(value, _COMPONENT_KEYS, f"{path}.")
     if not isinstance(value.get("name"), str):
-        problems.append(f"{path}.name: missing or not a string; add `name = \"...\"`")
+        problems.append(f'{path}.name: missing or not a string; add `name = "..."`')
     options = value.get("options", {})
     if not isinstance(options, Mapping):
         problems.append(f"{path}.options: expected a table of option = value, got {options!r}")

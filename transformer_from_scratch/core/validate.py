@@ -3,27 +3,39 @@
 All of it runs before a single weight is allocated, and every problem is reported at once.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from transformer_from_scratch.core.errors import IncompatibleComponentsError, SpecError
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.registry import Entry, Registry
-from transformer_from_scratch.core.spec import DecoderSpec
+from transformer_from_scratch.core.spec import SIZE_FIELDS, Components, DecoderSpec, dict_problems
+
+
+def name_problems(components: Components, registry: Registry) -> list[str]:
+    """Unknown names and unknown or missing options (no sizes needed)."""
+    problems: list[str] = []
+    for kind, component in components.items():
+        where = f"components.{kind}"
+        if component.name not in registry.names(kind):
+            problems.append(f"{where}: {registry_error(registry, kind, component.name)}")
+        else:
+            entry = registry.get(kind, component.name)
+            problems += entry.option_problems(component.options, f"{where}.options")
+    return problems
 
 
 def spec_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
-    """Unknown names, unknown or missing options, and problems the implementations report."""
-    problems: list[str] = []
+    """:func:`name_problems`, then the problems each implementation's validator reports."""
+    problems = name_problems(spec.components, registry)
+    if problems:
+        return problems
     for kind, component in spec.components.items():
-        where = f"components.{kind}"
-        if component.name not in registry.names(kind):
-            error = registry_error(registry, kind, component.name)
-            problems.append(f"{where}: {error}")
-            continue
         entry = registry.get(kind, component.name)
-        problems += entry.option_problems(component.options, f"{where}.options")
         if entry.validate is not None:
-            problems += [f"{where}: {p}" for p in entry.validate(spec.dims, component.options)]
+            found = entry.validate(spec.dims, component.options)
+            problems += [f"components.{kind}: {p}" for p in found]
     return problems
 
 
@@ -39,7 +51,11 @@ def registry_error(registry: Registry, kind: str, name: str) -> str:
 def fit_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
     """Pairs of parts that cannot work together, each naming both parts and what would fit."""
     parts = {kind: registry.get(kind, c.name) for kind, c in spec.components.items()}
-    positional, attention, kernel = parts["positional"], parts["attention"], parts["attention_kernel"]
+    positional, attention, kernel = (
+        parts["positional"],
+        parts["attention"],
+        parts["attention_kernel"],
+    )
     problems = []
     for need in ("rotary", "score_bias"):
         if need in positional.capabilities and need not in attention.capabilities:
@@ -85,10 +101,27 @@ def check_spec(spec: DecoderSpec, registry: Registry) -> None:
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> DecoderSpec:
     """Read a TOML or JSON spec file and check it against the registry."""
-    spec = DecoderSpec.from_file(path)
     registry = registry or default_registry()
+    try:
+        spec = DecoderSpec.from_file(path)
+    except SpecError as err:
+        # Report the registry's view of the components in the same breath, when they parse.
+        extra = name_problems(components_of(err.data), registry) if err.data else []
+        raise SpecError([*err.problems, *extra], source=str(path)) from None
     try:
         check_spec(spec, registry)
     except SpecError as err:
         raise type(err)(err.problems, source=str(path)) from None
     return spec
+
+
+def components_of(data: Mapping[str, Any]) -> Components:
+    """The components part of a spec dict, or the defaults when it does not parse."""
+    comps = data.get("components", {})
+    if isinstance(comps, Mapping) and not dict_problems({**_PLACEHOLDER, "components": comps}):
+        return DecoderSpec.from_dict({**_PLACEHOLDER, "components": comps}).components
+    return Components()
+
+
+# Valid sizes, so a spec's components can be checked on their own.
+_PLACEHOLDER = {key: 2 for key in SIZE_FIELDS}

@@ -1,0 +1,29 @@
+"""layer_norm: zero mean and unit variance per position; invariant to shift and scale."""
+
+import torch
+
+import transformer_from_scratch as tfs
+from transformer_from_scratch.components.layer_norm import LayerNorm
+
+
+def test_normalises_each_position(dims: tfs.Dims) -> None:
+    out = LayerNorm(dims)(3 + 5 * torch.randn(4, 6, dims.d_model))
+    torch.testing.assert_close(out.mean(-1), torch.zeros(4, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(4, 6), atol=1e-3, rtol=0)
+
+
+def test_is_invariant_to_shifting_and_scaling_the_input(dims: tfs.Dims) -> None:
+    norm = LayerNorm(dims)
+    x = torch.randn(2, 3, dims.d_model)
+    torch.testing.assert_close(norm(x * 7.0 + 2.5), norm(x), atol=1e-5, rtol=1e-4)
+
+
+def test_matches_pytorch_with_its_epsilon(dims: tfs.Dims) -> None:
+    norm = LayerNorm(dims, eps=1e-3)
+    with torch.no_grad():
+        norm.weight.normal_()
+        assert norm.bias is not None
+        norm.bias.normal_()
+    x = torch.randn(2, 3, dims.d_model) * 0.01
+    reference = torch.nn.functional.layer_norm(x, (dims.d_model,), norm.weight, norm.bias, 1e-3)
+    torch.testing.assert_close(norm(x), reference)

@@ -1,0 +1,1 @@
+"""The shared conformance suite: what each kind promises, checked for any implementation."""
