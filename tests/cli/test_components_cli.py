@@ -11,7 +11,13 @@ def test_list_shows_each_component_with_its_provider(tfs_cli: Tfs) -> None:
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     [row] = [r for r in rows if r[:2] == ["attention_kernel", "materialized"]]
-    assert row[2:6] == ["exact,", "score_bias,", "sliding_window", "transformer-from-scratch"]
+    assert row[2:7] == [
+        "exact,",
+        "kv_cache,",
+        "score_bias,",
+        "sliding_window",
+        "transformer-from-scratch",
+    ]
     assert any(row[:2] == ["preset", "provider"] for row in rows)
 
 

@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transformer_from_scratch.cli import components
+from transformer_from_scratch.cli import check, components
 from transformer_from_scratch.core.errors import TfsError
 
-COMMANDS = (components,)
+COMMANDS = (components, check)
 
 
 def build_parser() -> argparse.ArgumentParser:

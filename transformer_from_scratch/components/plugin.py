@@ -37,14 +37,15 @@ def register_components(registry: Registry) -> None:
     reg("attention", "multi_head", multi_head.MultiHead, capabilities=attention_caps,
         validate=multi_head.validate)  # fmt: skip
     reg("attention_kernel", "materialized", materialized.Materialized,
-        capabilities=["exact", "score_bias", "sliding_window"])  # fmt: skip
+        capabilities=["exact", "kv_cache", "score_bias", "sliding_window"])  # fmt: skip
     reg("mlp", "relu", relu.ReLU, validate=relu.validate)
     reg("mlp", "gelu", gelu.GELU, validate=gelu.validate)
-    reg("norm", "layer_norm", layer_norm.LayerNorm, validate=layer_norm.validate)
-    reg("block", "pre_norm", pre_norm.PreNorm)
+    reg("norm", "layer_norm", layer_norm.LayerNorm, validate=layer_norm.validate,
+        capabilities=["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"])  # fmt: skip
+    reg("block", "pre_norm", pre_norm.PreNorm, capabilities=["identity_path"])
     reg("block", "post_norm", post_norm.PostNorm)
-    reg("block", "res_post_norm", res_post_norm.ResPostNorm)
+    reg("block", "res_post_norm", res_post_norm.ResPostNorm, capabilities=["identity_path"])
     reg("unembedding", "untied", untied.Untied, validate=untied.validate)
-    reg("unembedding", "tied", tied.Tied)
+    reg("unembedding", "tied", tied.Tied, capabilities=["tied"])
     for name, (description, spec) in PRESETS.items():
         registry.register_preset(name, spec, description=description)

@@ -170,3 +170,29 @@ def reverse_accuracy(
     # Predictions made at positions 0..half-2 target first-half tokens; those from position
     # half (the first mirrored token onwards) target copies.
     return float(correct[:, : half - 1].mean()), float(correct[:, half:].mean())
+
+
+def copy_back_accuracy(
+    decoder: nn.Module, d_vocab: int, *, back: int = 2, steps: int = 400, seed: int = 0
+) -> float:
+    """A decoder learns to output the token ``back`` positions before the current one.
+
+    Attention without position information treats every earlier token alike, so it cannot
+    single out "two back"; a working positional encoding makes this easy. The score is
+    held-out accuracy over positions ``back..``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def batch(size: int) -> Tensor:
+        return torch.randint(0, d_vocab, (size, 10), generator=generator)
+
+    def loss() -> Tensor:
+        tokens = batch(64)
+        logits = decoder(tokens)[:, back:]
+        return nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, :-back].flatten())
+
+    fit(decoder.parameters(), loss, steps, lr=0.01)
+    tokens = batch(256)
+    with torch.no_grad():
+        predicted = decoder(tokens)[:, back:].argmax(-1)
+    return float((predicted == tokens[:, :-back]).float().mean())

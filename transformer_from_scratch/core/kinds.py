@@ -70,6 +70,7 @@ KINDS: dict[str, KindInfo] = {
             "values [batch head query_pos d_head]; causal: a query never sees a later key",
             capabilities={
                 "exact": "equals softmax(QK^T/sqrt(d_head) + mask)V to floating-point tolerance",
+                "kv_cache": "takes fewer queries than keys (the keys of a KV cache)",
                 "score_bias": "adds a positional score bias (ALiBi) before the softmax",
                 "sliding_window": "honours a `window` option (each query sees the last w keys)",
             },
@@ -85,17 +86,31 @@ KINDS: dict[str, KindInfo] = {
             },
         ),
         KindInfo("mlp", "residual [batch pos d_model] -> residual [batch pos d_model]"),
-        KindInfo("norm", "residual [batch pos d_model] -> residual [batch pos d_model]"),
+        KindInfo(
+            "norm",
+            "residual [batch pos d_model] -> residual [batch pos d_model]",
+            capabilities={
+                "zero_mean": "at initialisation, each output vector has mean 0",
+                "unit_rms": "at initialisation, each output vector has root mean square 1",
+                "scale_invariant": "scaling an input vector does not change its output",
+                "shift_invariant": "adding a constant to an input vector does not change its "
+                "output",
+            },
+        ),
         KindInfo(
             "block",
             "(residual, *, positional, positions, cache) -> residual; reads the stream and adds "
             "its sublayers' outputs back",
             injected=("attention", "mlp", "make_norm"),
+            capabilities={
+                "identity_path": "with sublayers that output zero, the block returns its input",
+            },
         ),
         KindInfo(
             "unembedding",
             "residual [batch pos d_model] -> logits [batch pos d_vocab]",
             injected=("embedding",),
+            capabilities={"tied": "shares the embedding's weight tensor (not a copy)"},
         ),
     ]
 }

@@ -1,0 +1,160 @@
+"""Checks every kind must pass: contract shapes, gradients, determinism, dtypes, save/load."""
+
+import safetensors.torch
+import torch
+
+from transformer_from_scratch.conformance.probes import Probe, probe
+from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
+from transformer_from_scratch.conformance.subject import Subject
+
+BATCH, LENGTH = 3, 7
+
+
+def _probe(subject: Subject, dtype: torch.dtype = torch.float32, seed: int = 0) -> Probe:
+    return probe(subject, subject.decoder(seed).to(dtype).eval())
+
+
+def check_builds(subject: Subject) -> None:
+    """It builds inside a tiny decoder and returns an nn.Module."""
+    try:
+        subject.decoder()
+    except Exception as exc:
+        raise CheckFailed(
+            f"building a tiny decoder with it raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def check_output_contract(subject: Subject) -> None:
+    """Its output has the shape and dtype its kind's contract promises."""
+    p = _probe(subject)
+    out = p.run(p.inputs(BATCH, LENGTH))
+    expected = p.output_shape(BATCH, LENGTH)
+    if tuple(out.shape) != expected:
+        raise CheckFailed(
+            f"output shape {tuple(out.shape)}; the {subject.kind} contract promises {expected}"
+        )
+    if out.dtype != torch.float32:
+        raise CheckFailed(
+            f"output dtype {out.dtype} for float32 inputs and weights; expected torch.float32"
+        )
+
+
+def check_finite(subject: Subject) -> None:
+    """Its outputs are finite (no NaN or infinity) on ordinary inputs."""
+    p = _probe(subject)
+    out = p.call(p.inputs(BATCH, LENGTH))
+    bad = (~torch.isfinite(out)).nonzero()
+    if len(bad):
+        where = tuple(bad[0].tolist())
+        raise CheckFailed(
+            f"{len(bad)} non-finite outputs, the first at index {where}: {out[where].item()}"
+        )
+
+
+def check_gradient_reaches_every_parameter(subject: Subject) -> None:
+    """A loss on its output sends a non-zero gradient to each of its parameters."""
+    p = probe(subject, subject.decoder().train())
+    params = dict(p.owner.named_parameters())
+    if not params:
+        raise NotApplicable("it has no parameters")
+    out = p.run(p.inputs(BATCH, LENGTH))
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    dead = [n for n, w in params.items() if w.grad is None or not bool(w.grad.abs().sum() > 0)]
+    if dead:
+        raise CheckFailed(
+            f"no gradient reaches parameter(s) {', '.join(dead)}: they can never learn"
+        )
+
+
+def check_eval_deterministic(subject: Subject) -> None:
+    """In eval mode, the same input gives exactly the same output twice."""
+    p = _probe(subject)
+    inputs = p.inputs(BATCH, LENGTH)
+    first, second = p.run(inputs), p.run(inputs)
+    if not torch.equal(first, second):
+        diff = (first - second).abs().max().item()
+        raise CheckFailed(
+            f"two eval-mode runs on one input differ by up to {diff:.3g}; is dropout or sampling "
+            "left on?"
+        )
+
+
+def check_batch_independent(subject: Subject) -> None:
+    """Changing one sample of a batch never changes the outputs of the others."""
+    p = _probe(subject)
+    inputs = p.inputs(BATCH, LENGTH)
+    other = p.inputs(BATCH, LENGTH, seed=1)
+    changed = {k: v.clone() for k, v in inputs.items()}
+    for k in changed:
+        changed[k][1] = other[k][1]
+    before, after = p.run(inputs), p.run(changed)
+    for sample in (0, 2):
+        if not torch.allclose(before[sample], after[sample], atol=1e-6):
+            diff = (before[sample] - after[sample]).abs().max().item()
+            raise CheckFailed(
+                f"changing sample 1 changed sample {sample}'s output by {diff:.3g}: samples are "
+                "mixed across the batch"
+            )
+
+
+def _run_in(subject: Subject, dtype: torch.dtype) -> torch.Tensor:
+    p = _probe(subject, dtype)
+    try:
+        out = p.run(p.inputs(BATCH, LENGTH))
+    except Exception as exc:
+        raise CheckFailed(f"running in {dtype} raised {type(exc).__name__}: {exc}") from exc
+    if out.dtype != dtype:
+        raise CheckFailed(f"in {dtype} it returned {out.dtype}: keep the input's dtype")
+    return out
+
+
+def check_float64(subject: Subject) -> None:
+    """It runs in float64, returns float64, and agrees with its float32 self."""
+    out64 = _run_in(subject, torch.float64)
+    out32 = _run_in(subject, torch.float32)
+    diff = (out64.float() - out32).abs().max().item()
+    if diff > 1e-3:
+        raise CheckFailed(f"float64 and float32 outputs differ by {diff:.3g} (more than 1e-3)")
+
+
+def check_bfloat16(subject: Subject) -> None:
+    """It runs in bfloat16 and returns finite bfloat16 values."""
+    out = _run_in(subject, torch.bfloat16)
+    if not torch.isfinite(out.float()).all():
+        raise CheckFailed("bfloat16 outputs are not all finite")
+
+
+def check_safetensors_round_trip(subject: Subject) -> None:
+    """Its state, saved with safetensors and loaded into a fresh copy, reproduces its outputs."""
+    p = _probe(subject)
+    state = p.owner.state_dict()
+    if not state:
+        raise NotApplicable("it has no saved state (no parameters or persistent buffers)")
+    blob = safetensors.torch.save({k: v.contiguous() for k, v in state.items()})
+    fresh = _probe(subject)
+    with torch.no_grad():  # scramble the copy's own state, so only loading can restore it
+        for tensor in fresh.owner.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.normal_()
+    fresh.owner.load_state_dict(safetensors.torch.load(blob))
+    inputs = p.inputs(BATCH, LENGTH)
+    if not torch.equal(p.run(inputs), fresh.run(inputs)):
+        raise CheckFailed(
+            "a copy loaded from its saved state gives different outputs: is some state not in "
+            "state_dict()?"
+        )
+
+
+def check_moves_device(subject: Subject) -> None:
+    """Moved to a CUDA device it still works and agrees with the CPU."""
+    if not torch.cuda.is_available():
+        raise NotApplicable("no CUDA device here (float64/bfloat16 moves are checked separately)")
+    p = _probe(subject)
+    inputs = p.inputs(BATCH, LENGTH)
+    cpu = p.run(inputs)
+    gpu = probe(subject, p.decoder.to("cuda"))
+    out = gpu.run({k: v.to("cuda") for k, v in inputs.items()}).cpu()
+    if not torch.allclose(out, cpu, atol=1e-4, rtol=1e-3):
+        raise CheckFailed(
+            f"on CUDA the outputs differ from the CPU's by {(out - cpu).abs().max().item():.3g}"
+        )

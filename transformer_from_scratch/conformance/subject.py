@@ -1,0 +1,74 @@
+"""The implementation under test, and the tiny decoder it is checked inside."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.decoder import Decoder
+from transformer_from_scratch.core.registry import Entry, Registry
+from transformer_from_scratch.core.spec import DecoderSpec
+
+# Small enough that every check runs in milliseconds, big enough to have two heads and odd sizes.
+TINY_SIZES: dict[str, Any] = {
+    "d_model": 16,
+    "n_layers": 1,
+    "n_heads": 2,
+    "d_head": 8,
+    "d_mlp": 32,
+    "d_vocab": 13,
+    "n_ctx": 24,
+}
+
+
+@attrs.frozen
+class Subject:
+    """One registered implementation, with the registry it lives in and the options to test.
+
+    Every check builds a tiny decoder whose other slots hold the GPT-2 defaults and whose
+    ``entry.kind`` slot holds this implementation; the module under test is taken from it, so
+    injected parts (a kernel, an embedding, sublayers) are real.
+    """
+
+    entry: Entry
+    registry: Registry = attrs.field(eq=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
+    seed: int = attrs.field(default=0, eq=False)
+
+    @property
+    def id(self) -> str:
+        """``kind/name``."""
+        return self.entry.id
+
+    @property
+    def kind(self) -> str:
+        """The kind under test."""
+        return self.entry.kind
+
+    def has(self, capability: str) -> bool:
+        """Whether the implementation declares ``capability``."""
+        return capability in self.entry.capabilities
+
+    def spec(self, **changes: Any) -> DecoderSpec:
+        """The tiny spec with this implementation in its slot (``changes`` override)."""
+        mine = {"name": self.entry.name, "options": dict(self.options)}
+        spec = DecoderSpec.from_dict({**TINY_SIZES, "components": {self.kind: mine}})
+        return spec.evolve(**changes) if changes else spec
+
+    def decoder(self, seed: int = 0, **changes: Any) -> Decoder:
+        """A freshly initialised tiny decoder holding this implementation.
+
+        Seeded by ``self.seed + seed``, so a whole run can be repeated under other seeds.
+        """
+        torch.manual_seed(self.seed * 1000 + seed)
+        return build_decoder(self.spec(**changes), self.registry)
+
+    def module(self, decoder: Decoder) -> nn.Module:
+        """The first module in ``decoder`` that this implementation made."""
+        for entry, module in decoder.parts:
+            if entry.kind == self.kind and entry.name == self.entry.name:
+                return module
+        raise LookupError(f"{self.id} made no part of the decoder")

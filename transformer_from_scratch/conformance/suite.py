@@ -1,0 +1,243 @@
+"""The suite: which checks apply to which kind, and one runner behind every door.
+
+- the project's own tests and plugin authors' tests: :func:`pytest_params` + :func:`run_one`;
+- a learner in a notebook: :func:`check` on a class, before it is packaged;
+- the command line: ``tfs check`` (see ``cli/check.py``), through :func:`run`.
+"""
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from transformer_from_scratch.conformance import (
+    checks_attention as att,
+)
+from transformer_from_scratch.conformance import (
+    checks_common as common,
+)
+from transformer_from_scratch.conformance import (
+    checks_decoder as dec,
+)
+from transformer_from_scratch.conformance import (
+    checks_parts as parts,
+)
+from transformer_from_scratch.conformance import (
+    checks_positional as pos,
+)
+from transformer_from_scratch.conformance.results import (
+    CheckFailed,
+    CheckResult,
+    NotApplicable,
+    Outcome,
+    Report,
+)
+from transformer_from_scratch.conformance.subject import Subject
+from transformer_from_scratch.core.errors import TfsError, did_you_mean, unknown_name_message
+from transformer_from_scratch.core.plugins import default_registry, load_registry
+from transformer_from_scratch.core.registry import Factory, Provider, Registry
+
+ALL = frozenset(
+    [
+        "embedding",
+        "positional",
+        "attention",
+        "attention_kernel",
+        "mlp",
+        "norm",
+        "block",
+        "unembedding",
+    ]
+)
+ExpectedFailures = Mapping[str, Mapping[str, str]]
+
+
+@attrs.frozen
+class Check:
+    """A named property check and the kinds it applies to."""
+
+    function: Callable[[Subject], None]
+    kinds: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """The function's name, ``check_...``."""
+        return self.function.__name__
+
+    @property
+    def description(self) -> str:
+        """The first line of the function's docstring."""
+        return (inspect.getdoc(self.function) or "").splitlines()[0]
+
+
+def _on(*kinds: str) -> frozenset[str]:
+    return frozenset(kinds)
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(common.check_builds, ALL),
+    Check(common.check_output_contract, ALL),
+    Check(common.check_finite, ALL),
+    Check(common.check_gradient_reaches_every_parameter, ALL),
+    Check(common.check_eval_deterministic, ALL),
+    Check(common.check_batch_independent, ALL),
+    Check(common.check_float64, ALL),
+    Check(common.check_bfloat16, ALL),
+    Check(common.check_safetensors_round_trip, ALL),
+    Check(common.check_moves_device, ALL),
+    Check(att.check_causal_by_perturbation, _on("attention", "attention_kernel")),
+    Check(att.check_causal_by_gradient, _on("attention", "attention_kernel")),
+    Check(att.check_matches_reference, _on("attention_kernel")),
+    Check(att.check_kv_cache_matches_full_forward, _on("attention", "attention_kernel")),
+    Check(att.check_learns_flagged_copy, _on("attention")),
+    Check(pos.check_position_reaches_model, _on("positional")),
+    Check(pos.check_distinct_positions, _on("positional")),
+    Check(pos.check_rotary_is_relative, _on("positional")),
+    Check(parts.check_learns_bigrams, _on("embedding", "unembedding")),
+    Check(parts.check_tied_shares_tensor, _on("unembedding")),
+    Check(parts.check_normalises, _on("norm")),
+    Check(parts.check_norm_invariances, _on("norm")),
+    Check(parts.check_learns_nonlinear, _on("mlp")),
+    Check(parts.check_block_identity_path, _on("block")),
+    Check(parts.check_block_uses_both_sublayers, _on("block")),
+    Check(dec.check_decoder_causal, ALL),
+    Check(dec.check_decoder_trains, ALL),
+    Check(dec.check_decoder_checkpoint_round_trip, ALL),
+    Check(dec.check_combinations, _on("attention_kernel", "positional")),
+)
+
+
+def checks_for(kind: str) -> list[Check]:
+    """The checks that apply to ``kind``, in suite order."""
+    return [c for c in CHECKS if kind in c.kinds]
+
+
+def run_one(subject: Subject, check: Check, expected: str | None = None) -> CheckResult:
+    """Run one check (seeded, without disturbing the caller's random state)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        outcome, message = _attempt(subject, check)
+    if expected is not None:
+        if outcome is Outcome.FAILED:
+            outcome, message = Outcome.EXPECTED_FAILURE, f"{expected} (failed: {message})"
+        elif outcome is Outcome.PASSED:
+            outcome = Outcome.UNEXPECTED_PASS
+            message = f"declared as an expected failure ({expected}) but it passed: remove it"
+    return CheckResult(subject.id, check.name, outcome, message)
+
+
+def _attempt(subject: Subject, check: Check) -> tuple[Outcome, str]:
+    try:
+        check.function(subject)
+    except NotApplicable as reason:
+        return Outcome.NOT_APPLICABLE, f"not applicable: {reason}"
+    except CheckFailed as failure:
+        return Outcome.FAILED, str(failure)
+    except Exception as exc:  # a crash inside the implementation is a failure, not an error
+        return Outcome.FAILED, f"raised {type(exc).__name__}: {exc}"
+    return Outcome.PASSED, ""
+
+
+def run(subjects: Iterable[Subject], expected_failures: ExpectedFailures | None = None) -> Report:
+    """Every applicable check on every subject."""
+    expected_failures = expected_failures or {}
+    report = Report(order=[c.name for c in CHECKS])
+    for subject in subjects:
+        expected = expected_failures.get(subject.id, {})
+        for check in checks_for(subject.kind):
+            report.results.append(run_one(subject, check, expected.get(check.name)))
+    return report
+
+
+def select(
+    registry: Registry | None = None,
+    names: Iterable[str] = (),
+    kind: str | None = None,
+    distribution: str | None = None,
+) -> list[Subject]:
+    """Subjects from a registry: by ``kind/name`` or bare name, kind, or providing distribution."""
+    registry = registry or default_registry()
+    entries = registry.entries(kind)
+    if distribution is not None:
+        entries = [e for e in entries if e.provider.distribution == distribution]
+        if not entries:
+            known = sorted({e.provider.distribution for e in registry.entries()})
+            raise TfsError(unknown_name_message("plugin distribution", distribution, known))
+    wanted = list(names)
+    if wanted:
+        ids, names = {e.id for e in entries}, {e.name for e in entries}
+        for name in wanted:
+            if name not in ids | names:
+                hint = did_you_mean(name, sorted(ids | names)) or ";"
+                raise TfsError(
+                    f"unknown implementation {name!r}{hint} registered: {', '.join(sorted(ids))}"
+                )
+        entries = [e for e in entries if e.id in wanted or e.name in wanted]
+    return [Subject(e, registry) for e in entries]
+
+
+def check(
+    factory: Factory,
+    *,
+    kind: str,
+    name: str | None = None,
+    capabilities: Iterable[str] = (),
+    options: Mapping[str, Any] | None = None,
+    expected_failures: Mapping[str, str] | None = None,
+) -> Report:
+    """Check a class (or factory) directly, before packaging it as a plugin.
+
+    ``check(MyAttention, kind="attention", capabilities=["kv_cache"])`` registers it beside the
+    built-ins under ``name`` (default: the class name in snake case) and runs every check that
+    applies to ``kind``. Print the returned report; ``report.ok`` is True when nothing failed.
+    """
+    name = name or _snake(getattr(factory, "__name__", "candidate"))
+    registry = load_registry(autoload=False)
+    mine = Registry(Provider("check", "<your code>", ""))
+    mine.register(kind, name, factory, capabilities=capabilities)
+    registry.merge(mine)
+    subject = Subject(registry.get(kind, name), registry, dict(options or {}))
+    return run([subject], {subject.id: dict(expected_failures or {})})
+
+
+def _snake(text: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", text).lower()
+
+
+def pytest_params(
+    registry: Registry | None = None,
+    *,
+    names: Iterable[str] = (),
+    kind: str | None = None,
+    distribution: str | None = None,
+    expected_failures: ExpectedFailures | None = None,
+) -> list[Any]:
+    """``pytest.param(subject, check, expected)`` for each applicable pair, id ``kind/name/check``.
+
+    Use with :func:`assert_conforms`; see the README for the few lines a plugin's tests need.
+    """
+    import pytest
+
+    expected_failures = expected_failures or {}
+    params = []
+    for subject in select(registry, names, kind, distribution):
+        for chk in checks_for(subject.kind):
+            reason = expected_failures.get(subject.id, {}).get(chk.name)
+            params.append(pytest.param(subject, chk, reason, id=f"{subject.id}/{chk.name}"))
+    return params
+
+
+def assert_conforms(subject: Subject, check: Check, expected: str | None = None) -> None:
+    """Run one check in a pytest test: fail, skip (not applicable) or xfail, with its message."""
+    import pytest
+
+    result = run_one(subject, check, expected)
+    if result.outcome is Outcome.NOT_APPLICABLE:
+        pytest.skip(result.message)
+    if result.outcome is Outcome.EXPECTED_FAILURE:
+        pytest.xfail(result.message)
+    if result.failed:
+        pytest.fail(f"{result.subject} {result.check}: {result.message}", pytrace=False)
