@@ -74,40 +74,12 @@ def run_spec_show(args: argparse.Namespace) -> int:
 def run_spec_diff(args: argparse.Namespace) -> int:
     """Print each field where the two specs differ; exit 1 if they differ (like diff)."""
     first, second = resolve_spec(args.first), resolve_spec(args.second)
-    changes = spec_differences(_expanded(first), _expanded(second))
+    changes = first.differences(second)
     if not changes:
         print("the specs are identical")
         return 0
     print(format_table(["field", args.first, args.second], changes))
     return 1
-
-
-def spec_differences(
-    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
-) -> list[tuple[str, str, str]]:
-    """``(path, a's value, b's value)`` for every leaf where two spec dicts differ."""
-    rows = []
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            rows += spec_differences(left, right, f"{prefix}{key}.")
-        elif left != right:
-            rows.append((f"{prefix}{key}", _show(left), _show(right)))
-    return rows
-
-
-def _expanded(spec: DecoderSpec) -> dict[str, Any]:
-    """The dict form with every component as a table, so names and options line up."""
-    data = spec.to_dict()
-    data["components"] = {
-        kind: {"name": c.name, **({"options": dict(c.options)} if c.options else {})}
-        for kind, c in spec.components.items()
-    }
-    return data
-
-
-def _show(value: Any) -> str:
-    return "-" if value is None else str(value)
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -53,6 +53,17 @@ TINY: dict[str, Any] = {
     "n_ctx": 64,
 }
 
+SMALL: dict[str, Any] = {
+    **GPT2,
+    "d_model": 128,
+    "n_layers": 4,
+    "n_heads": 4,
+    "d_head": 32,
+    "d_mlp": 512,
+    "d_vocab": 257,
+    "n_ctx": 128,
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
         "the original transformer-from-scratch: sinusoidal positions, ReLU MLP, norm on each "
@@ -62,6 +73,11 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "gpt2": (
         "GPT-2 small (124M): learned positions, GELU (tanh), pre-norm, tied unembedding",
         GPT2,
+    ),
+    "small": (
+        "a GPT-2-shaped small model (4 layers, d_model 128, context 128, byte vocabulary): "
+        "what `tfs train` trains by default in a few CPU minutes",
+        SMALL,
     ),
     "tiny": ("a GPT-2-shaped toy (2 layers, d_model 32, byte vocabulary) for tests", TINY),
 }

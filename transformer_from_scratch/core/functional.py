@@ -96,6 +96,16 @@ def next_token_loss(
     The logits at positions ``0..T-2`` predict tokens ``1..T-1``; the last position has no
     target. ``log_softmax`` subtracts the log-sum-exp, so a perfect prediction scores 0.
     """
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets = tokens[:, 1:]
+    return token_loss(logits[:, :-1], tokens[:, 1:])
+
+
+def token_loss(
+    logits: Float[Tensor, "batch pos d_vocab"], targets: Int[Tensor, "batch pos"]
+) -> Float[Tensor, ""]:
+    """Mean negative log-probability of ``targets`` under ``logits`` (cross-entropy).
+
+    ``log_softmax`` subtracts the log-sum-exp from each logit; computed in float32 so bfloat16
+    logits do not lose the small probabilities.
+    """
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
     return -log_probs.gather(-1, targets[..., None]).mean()

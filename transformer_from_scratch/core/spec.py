@@ -130,6 +130,10 @@ class DecoderSpec:
             changes["components"] = attrs.evolve(self.components, **parts)
         return attrs.evolve(self, **changes)
 
+    def differences(self, other: "DecoderSpec") -> list[tuple[str, str, str]]:
+        """``(field path, this value, other value)`` for every field where the specs differ."""
+        return _differences(_expanded(self), _expanded(other))
+
     # --- in and out ---------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec") -> "DecoderSpec":
@@ -198,6 +202,33 @@ class DecoderSpec:
 
         chosen = (registry or default_registry()).preset(name)
         return cls.from_dict(chosen.spec, source=f"preset {name!r}")
+
+
+def _expanded(spec: DecoderSpec) -> dict[str, Any]:
+    """The dict form with every component as a table, so names and options line up."""
+    data = spec.to_dict()
+    data["components"] = {
+        kind: {"name": c.name, **({"options": dict(c.options)} if c.options else {})}
+        for kind, c in spec.components.items()
+    }
+    return data
+
+
+def _differences(
+    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
+) -> list[tuple[str, str, str]]:
+    rows = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            rows += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            rows.append((f"{prefix}{key}", _shown(left), _shown(right)))
+    return rows
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def _as_component(value: Any) -> Component:

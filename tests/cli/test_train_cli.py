@@ -1,0 +1,141 @@
+"""``tfs train`` and ``tfs generate`` run as a user runs them, including under torchrun."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Tfs
+
+TEXT = "to be or not to be, that is the question. " * 80
+SMALL = ["--spec", "tiny", "--steps", "8", "--batch-size", "4", "--context", "16", "--eval-every", "4",
+         "--eval-batches", "2", "--log-every", "1", "--sample-tokens", "20"]  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "play.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def test_train_prints_loss_checkpoint_and_sample_then_generate_uses_it(
+    tfs_cli: Tfs, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = tfs_cli(
+        "train",
+        *SMALL,
+        "--data",
+        str(data),
+        "--tokenizer",
+        "char",
+        "--out",
+        str(out),
+        "--sample-prompt",
+        "to be",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("validation loss ") and "after 8 steps" in lines[0]
+    assert lines[1] == f"checkpoint: {out / 'ckpt-0000008' / 'model.safetensors'}"
+    assert lines[2] == "sample:"
+    assert "step 4: validation loss" in result.stderr
+    assert (out / "log.jsonl").exists()
+    generated = tfs_cli(
+        "generate",
+        "--checkpoint",
+        str(out),
+        "--prompt",
+        "to be",
+        "--max-new-tokens",
+        "10",
+        "--seed",
+        "1",
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.startswith("to be") and len(generated.stdout.rstrip("\n")) >= len(
+        "to be"
+    )
+
+
+def test_a_prompt_with_characters_the_tokenizer_lacks_is_named(
+    tfs_cli: Tfs, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert (
+        tfs_cli(
+            "train", *SMALL, "--data", str(data), "--tokenizer", "char", "--out", str(out)
+        ).returncode
+        == 0
+    )
+    result = tfs_cli("generate", "--checkpoint", str(out), "--prompt", "Zebra!")
+    assert result.returncode == 2
+    assert "character(s) the char tokenizer never saw in training: '!Z'" in result.stderr
+
+
+def test_a_long_prompt_is_cut_from_the_left_and_the_user_is_told(
+    tfs_cli: Tfs, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert tfs_cli("train", *SMALL, "--data", str(data), "--out", str(out)).returncode == 0
+    result = tfs_cli(
+        "generate", "--checkpoint", str(out), "--prompt", "x" * 100, "--max-new-tokens", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "the prompt was 37 tokens too long for the context window; its first 37 tokens were dropped"
+        in result.stderr
+    )
+
+
+def test_train_reports_bad_input_in_one_line(tfs_cli: Tfs, tmp_path: Path) -> None:
+    result = tfs_cli(
+        "train", *SMALL, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("no such file or folder")
+    assert "Traceback" not in result.stderr
+
+
+def test_generate_refuses_a_pickle(tfs_cli: Tfs, tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x80\x04\x95" + b"\x00" * 20)
+    result = tfs_cli("generate", "--checkpoint", str(path))
+    assert result.returncode == 2
+    assert "is a pickle (torch.save) file" in result.stderr
+
+
+def _losses(out: Path) -> list[float]:
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost")
+def test_two_processes_with_gloo_follow_the_single_process_loss_curve(
+    tfs_cli: Tfs, data: Path, tmp_path: Path
+) -> None:
+    args = [
+        *SMALL,
+        "--data",
+        str(data),
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--sample-tokens",
+        "0",
+    ]
+    single = tfs_cli("train", *args, "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr
+    script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
+              "train", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    double = subprocess.run(launch, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 8
+    assert two == pytest.approx(one, rel=1e-4)

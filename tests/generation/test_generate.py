@@ -1,0 +1,80 @@
+"""Generation: the KV cache gives the same logits and tokens; sampling options; stopping."""
+
+from collections.abc import Callable
+
+import attrs
+import pytest
+import torch
+
+import transformer_from_scratch as tfs
+from transformer_from_scratch.generation.generate import (
+    GenerationConfig,
+    can_cache,
+    fit_prompt,
+    generate,
+)
+from transformer_from_scratch.generation.sampling import filter_logits
+
+SpecMaker = Callable[..., tfs.DecoderSpec]
+
+
+@pytest.fixture
+def decoder(tiny_spec: SpecMaker) -> tfs.Decoder:
+    return tfs.build_decoder(tiny_spec(n_ctx=12)).eval()
+
+
+def test_cached_and_uncached_generation_give_the_same_tokens(decoder: tfs.Decoder) -> None:
+    assert can_cache(decoder)
+    for config in (GenerationConfig(max_new_tokens=20, temperature=0),
+                   GenerationConfig(max_new_tokens=20, temperature=1.0, top_k=5, seed=3)):  # fmt: skip
+        cached = list(generate(decoder, [1, 2, 3], config))
+        plain = list(generate(decoder, [1, 2, 3], attrs.evolve(config, use_cache=False)))
+        assert cached == plain
+        assert len(cached) == 20  # 3 + 20 > n_ctx 12: the window slid and stayed consistent
+
+
+def test_greedy_picks_the_argmax_of_the_full_forward(decoder: tfs.Decoder) -> None:
+    prompt = [4, 1, 7]
+    [token] = list(generate(decoder, prompt, GenerationConfig(max_new_tokens=1, temperature=0)))
+    assert token == int(decoder(torch.tensor([prompt]))[0, -1].argmax())
+
+
+def test_a_seed_makes_sampling_reproducible(decoder: tfs.Decoder) -> None:
+    config = GenerationConfig(max_new_tokens=15, temperature=1.5, seed=7)
+    assert list(generate(decoder, [1], config)) == list(generate(decoder, [1], config))
+
+
+def test_generation_stops_at_the_stop_token(decoder: tfs.Decoder) -> None:
+    tokens = list(generate(decoder, [1, 2], GenerationConfig(max_new_tokens=10, temperature=0)))
+    stop = tokens[2]
+    stopped = list(
+        generate(
+            decoder, [1, 2], GenerationConfig(max_new_tokens=10, temperature=0, stop_token=stop)
+        )
+    )
+    assert stopped == tokens[: tokens.index(stop) + 1]
+
+
+def test_top_k_and_top_p_keep_only_the_likeliest() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [False, False, True, True]
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [False, False, True, True]
+    assert torch.isinf(filter_logits(logits, top_p=0.85)).tolist() == [False, False, False, True]
+    assert torch.isinf(filter_logits(logits, top_p=0.9)).tolist() == [False, False, False, True]
+
+
+def test_a_long_prompt_is_cut_from_the_left() -> None:
+    kept, dropped = fit_prompt(list(range(20)), n_ctx=8)
+    assert kept == list(range(13, 20)) and dropped == 13
+
+
+def test_a_prompt_longer_than_the_window_is_refused_by_generate(decoder: tfs.Decoder) -> None:
+    with pytest.raises(tfs.TfsError, match="the prompt has 13 tokens; the context window holds 12"):
+        list(generate(decoder, list(range(13)), GenerationConfig()))
+
+
+def test_bad_sampling_options_are_refused() -> None:
+    with pytest.raises(tfs.TfsError, match="top_p must be in"):
+        GenerationConfig(top_p=1.5)
+    with pytest.raises(tfs.TfsError, match="top_k must be at least 1"):
+        GenerationConfig(top_k=0)

@@ -1,0 +1,212 @@
+"""Checkpoints: one safetensors file holding a decoder's weights, its spec and provenance.
+
+Nothing is ever unpickled. The file's metadata holds the format version, the spec (JSON), each
+component's provider distribution and version, an optional tokenizer description, the names of
+tied tensors (saved once, re-tied on load) and a SHA-256 digest of the tensor data plus metadata,
+so a truncated, bit-flipped or edited file is refused instead of silently loaded. Rebuilding goes
+through the registry, so a checkpoint can reach registered code and nothing else.
+"""
+
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import safetensors.torch
+import torch
+
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.decoder import Decoder
+from transformer_from_scratch.core.errors import CheckpointError, SpecError
+from transformer_from_scratch.core.files import sha256, write_atomically
+from transformer_from_scratch.core.plugins import default_registry
+from transformer_from_scratch.core.registry import Registry
+from transformer_from_scratch.core.spec import DecoderSpec
+
+FORMAT = "transformer-from-scratch/checkpoint/1"
+_PICKLE_STARTS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+
+
+@attrs.frozen
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt decoder, the tokenizer description and all metadata."""
+
+    decoder: Decoder
+    tokenizer: dict[str, Any] | None
+    metadata: dict[str, str]
+
+
+def save_decoder(
+    decoder: Decoder,
+    path: str | Path,
+    *,
+    tokenizer: Mapping[str, Any] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Path:
+    """Save ``decoder`` to ``path`` atomically (see ``core.files``); returns the path."""
+    tensors, aliases = unique_tensors(decoder.state_dict())
+    metadata = {
+        **(extra or {}),
+        "format": FORMAT,
+        "spec": decoder.spec.to_json(),
+        "providers": json.dumps(_providers(decoder), sort_keys=True),
+        "aliases": json.dumps(aliases, sort_keys=True),
+        "tokenizer": json.dumps(dict(tokenizer) if tokenizer is not None else None),
+    }
+    return write_atomically(path, serialise(tensors, metadata))
+
+
+def serialise(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """safetensors bytes whose metadata carries a digest of the data and the metadata."""
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = _data_section(safetensors.torch.save(plain))
+    signed = {**metadata, "digest": _digest(data, metadata)}
+    return safetensors.torch.save(plain, metadata=signed)
+
+
+def deserialise(
+    blob: bytes, source: str, expected_format: str = FORMAT
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata from safetensors bytes, refusing anything damaged or foreign."""
+    if not blob:
+        raise CheckpointError(
+            f"{source} is empty (0 bytes): the save that wrote it was interrupted"
+        )
+    if blob.startswith(_PICKLE_STARTS):
+        raise CheckpointError(
+            f"{source} is a pickle (torch.save) file, not safetensors. It is refused: unpickling "
+            "can run arbitrary code. Re-save the weights with safetensors"
+        )
+    try:
+        tensors = safetensors.torch.load(blob)
+        metadata = _header(blob).get("__metadata__", {})
+    except Exception as err:
+        raise CheckpointError(
+            f"{source} is not a readable safetensors file (truncated or corrupted?): {err}"
+        ) from None
+    _verify(blob, metadata, source, expected_format)
+    return tensors, metadata
+
+
+def load_checkpoint(path: str | Path, registry: Registry | None = None) -> Checkpoint:
+    """Rebuild the decoder a checkpoint file describes and load its weights."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    tensors, metadata = deserialise(blob, str(path))
+    registry = registry or default_registry()
+    spec = _spec(metadata, path)
+    _require_components(spec, metadata, registry, path)
+    decoder = build_decoder(spec, registry)
+    _load_state(decoder, tensors, json.loads(metadata.get("aliases", "{}")), path)
+    tokenizer = json.loads(metadata.get("tokenizer", "null"))
+    return Checkpoint(decoder.eval(), tokenizer, metadata)
+
+
+def load_decoder(path: str | Path, registry: Registry | None = None) -> Decoder:
+    """The decoder saved in ``path`` (in eval mode)."""
+    return load_checkpoint(path, registry).decoder
+
+
+def unique_tensors(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Keep the first name of each shared tensor; map the other names to it (tied weights)."""
+    kept: dict[str, torch.Tensor] = {}
+    first_name: dict[tuple[int, int, tuple[int, ...]], str] = {}  # (storage, offset, shape)
+    aliases: dict[str, str] = {}
+    for name, tensor in state.items():
+        storage = tensor.untyped_storage().data_ptr()
+        key = (storage, int(tensor.storage_offset()), tuple(tensor.shape))
+        if key in first_name:
+            aliases[name] = first_name[key]
+        else:
+            first_name[key] = name
+            kept[name] = tensor
+    return kept, aliases
+
+
+def _providers(decoder: Decoder) -> dict[str, dict[str, str]]:
+    return {
+        entry.id: {"distribution": entry.provider.distribution, "version": entry.provider.version}
+        for entry, _ in decoder.parts
+    }
+
+
+def _header(blob: bytes) -> dict[str, Any]:
+    (length,) = struct.unpack("<Q", blob[:8])
+    header: dict[str, Any] = json.loads(blob[8 : 8 + length])
+    return header
+
+
+def _data_section(blob: bytes) -> bytes:
+    (length,) = struct.unpack("<Q", blob[:8])
+    return blob[8 + length :]
+
+
+def _digest(data: bytes, metadata: Mapping[str, str]) -> str:
+    unsigned = {k: v for k, v in metadata.items() if k != "digest"}
+    return sha256(data + json.dumps(unsigned, sort_keys=True).encode())
+
+
+def _verify(blob: bytes, metadata: Mapping[str, str], source: str, expected: str) -> None:
+    if metadata.get("format") != expected:
+        raise CheckpointError(
+            f"{source} is a safetensors file but not what was expected here "
+            f"(format {metadata.get('format')!r}, expected {expected!r})"
+        )
+    if metadata.get("digest") != _digest(_data_section(blob), metadata):
+        raise CheckpointError(
+            f"{source} is damaged or was edited: its contents do not match the digest recorded "
+            "when it was saved (a flipped bit or a changed tensor). Use an earlier checkpoint"
+        )
+
+
+def _spec(metadata: Mapping[str, str], path: Path) -> DecoderSpec:
+    try:
+        return DecoderSpec.from_json(metadata["spec"], source=f"the spec inside {path}")
+    except KeyError:
+        raise CheckpointError(f"{path} holds no spec in its metadata") from None
+    except SpecError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def _require_components(
+    spec: DecoderSpec, metadata: Mapping[str, str], registry: Registry, path: Path
+) -> None:
+    providers = json.loads(metadata.get("providers", "{}"))
+    for kind, component in spec.components.items():
+        if component.name in registry.names(kind):
+            continue
+        saved = providers.get(f"{kind}/{component.name}", {})
+        dist = saved.get("distribution", "an unknown distribution")
+        version = saved.get("version", "")
+        raise CheckpointError(
+            f"{path} needs {kind} {component.name!r}, which was provided by {dist} {version} "
+            f"when it was saved and is not installed now; install it (pip install {dist})"
+        )
+
+
+def _load_state(
+    decoder: Decoder, tensors: dict[str, torch.Tensor], aliases: Mapping[str, str], path: Path
+) -> None:
+    expected = set(decoder.state_dict())
+    missing = sorted(expected - set(tensors) - set(aliases))
+    unexpected = sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model its own spec builds (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}); was the implementation changed since it was saved?"
+        )
+    decoder.load_state_dict(tensors, strict=False)
+    state = decoder.state_dict()
+    for alias, target in aliases.items():
+        if state[alias].data_ptr() != state[target].data_ptr():
+            raise CheckpointError(
+                f"{path} saved {alias} as a tie to {target}, but the rebuilt model keeps them "
+                "apart; the unembedding implementation no longer ties its weight"
+            )

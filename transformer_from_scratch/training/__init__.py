@@ -1,0 +1,1 @@
+"""Training: corpora, tokenizers, the loop, and resumable training state."""

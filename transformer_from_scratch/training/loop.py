@@ -1,0 +1,320 @@
+"""The training loop: AdamW, warm-up + cosine, clipping, validation, checkpoints, exact resume."""
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.checkpoint import load_checkpoint
+from transformer_from_scratch.core.decoder import Decoder
+from transformer_from_scratch.core.errors import TfsError
+from transformer_from_scratch.core.functional import token_loss
+from transformer_from_scratch.core.plugins import default_registry
+from transformer_from_scratch.core.spec import DecoderSpec
+from transformer_from_scratch.core.validate import load_spec
+from transformer_from_scratch.generation.generate import GenerationConfig, generate_text
+from transformer_from_scratch.training import state as run_folder
+from transformer_from_scratch.training.config import TrainConfig
+from transformer_from_scratch.training.data import load_corpus, make_tokenizer, token_stream
+from transformer_from_scratch.training.distributed import join, leave
+from transformer_from_scratch.training.progress import Progress, RunLog
+from transformer_from_scratch.training.schedule import learning_rate
+from transformer_from_scratch.training.tokenizers import Tokenizer
+
+
+@attrs.frozen
+class TrainResult:
+    """What a run ended with."""
+
+    step: int
+    val_loss: float
+    val_accuracy: float
+    checkpoint: Path
+    sample: str
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; under torchrun, plain ``cuda`` means the
+    GPU of this process's ``LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TfsError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def resolve_spec(text: str, tokenizer: Tokenizer, context: int | None) -> DecoderSpec:
+    """The spec from a preset or file, sized to the tokenizer's vocabulary."""
+    registry = default_registry()
+    spec = load_spec(text) if Path(text).is_file() else DecoderSpec.preset(text, registry)
+    if context is not None and context > spec.n_ctx:
+        raise TfsError(
+            f"--context {context} is longer than the spec's context window (n_ctx = {spec.n_ctx}); "
+            f"use --context {spec.n_ctx} or less, or a spec with a larger n_ctx"
+        )
+    return spec.evolve(d_vocab=tokenizer.vocab_size)
+
+
+def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, gains or position vectors)."""
+    decay = [p for p in decoder.parameters() if p.dim() >= 2]
+    rest = [p for p in decoder.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]  # fmt: skip
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2))
+
+
+class Trainer:
+    """One training run (see :func:`train`)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.world = join(self.device)
+        corpus = load_corpus(config.data)
+        self.tokenizer = make_tokenizer(config.tokenizer, corpus)
+        self.spec = resolve_spec(config.spec, self.tokenizer, config.context)
+        self.context = config.context or self.spec.n_ctx
+        self.train_ids = token_stream(corpus.train, self.tokenizer)
+        self.val_ids = token_stream(corpus.validation, self.tokenizer)
+        self._check_lengths()
+        torch.manual_seed(config.seed)
+        self.decoder = build_decoder(self.spec).to(self.device)
+        self.optimizer = make_optimizer(self.decoder, config)
+        self.sampler = torch.Generator().manual_seed(config.seed + 1)
+        self.step = 0
+        self.corpus_description = corpus.description
+        self.log = RunLog(config.out_dir / "log.jsonl", tensorboard=config.tensorboard,
+                          wandb=config.wandb, enabled=self.world.main)  # fmt: skip
+        self.progress = Progress(config.steps, quiet=config.quiet or not self.world.main)
+        self.last_good: Path | None = None
+        self.model = self._wrap(self.decoder)
+
+    # --- set-up ------------------------------------------------------------------------
+    def _check_lengths(self) -> None:
+        for name, ids in (("training", self.train_ids), ("validation", self.val_ids)):
+            if len(ids) < self.context + 2:
+                raise TfsError(
+                    f"the {name} data has {len(ids)} tokens, fewer than one window of "
+                    f"--context {self.context} + 1; give more text or a shorter --context"
+                )
+
+    def _wrap(self, decoder: Decoder) -> nn.Module:
+        model: nn.Module = decoder
+        if self.world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(decoder, device_ids=ids)
+        if self.config.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        return model
+
+    def start(self) -> None:
+        """Begin afresh, or resume from the run folder's latest checkpoint."""
+        out = self.config.out_dir
+        saved = run_folder.latest(out)
+        if self.config.resume:
+            if saved is None:
+                raise TfsError(
+                    f"--resume: {out} holds no checkpoint to resume from (no {run_folder.LATEST})"
+                )
+            self._resume(saved)
+        elif saved is not None:
+            raise TfsError(
+                f"{out} already holds a checkpoint (step {saved.step}); pass --resume to continue "
+                "it, or choose another --out (nothing was overwritten)"
+            )
+
+    def _resume(self, saved: run_folder.Saved) -> None:
+        checkpoint = load_checkpoint(saved.model)
+        differences = self.spec.differences(checkpoint.decoder.spec)
+        if differences:
+            rows = "; ".join(f"{path}: now {now}, saved {then}" for path, now, then in differences)
+            raise TfsError(f"--resume refused: the spec differs from the checkpoint's ({rows})")
+        if checkpoint.tokenizer != self.tokenizer.describe():
+            raise TfsError(
+                "--resume refused: the tokenizer (or its vocabulary) differs from the checkpoint's"
+            )
+        self.decoder.load_state_dict(checkpoint.decoder.state_dict())
+        tensors, metadata = run_folder.read_state(saved)
+        run_folder.restore_optimizer(self.optimizer, tensors, metadata["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.sampler.set_state(tensors["rng.sampler"])
+        if torch.cuda.is_available() and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.step = saved.step
+        self.last_good = saved.model
+        self.progress = Progress(self.config.steps, start=self.step, quiet=self.progress.quiet)
+        self.progress.message(f"resumed from {saved.model} at step {self.step}")
+
+    # --- one step -----------------------------------------------------------------------
+    def batch(self) -> torch.Tensor:
+        """This process's slice of the next global batch: windows of ``context + 1`` tokens
+        (inputs are the first ``context``, targets the last), from the seeded sampler."""
+        count = self.config.batch_size
+        span = self.context + 1
+        starts = torch.randint(0, len(self.train_ids) - span + 1, (count,), generator=self.sampler)
+        windows = self.train_ids[starts[:, None] + torch.arange(span)]
+        return windows[self.world.share(count)].long().to(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bfloat16 autocast when asked; otherwise nothing."""
+        if self.config.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> float:
+        """One optimiser step; returns the (all-process mean) loss."""
+        lr = learning_rate(self.step, peak=self.config.lr, floor=self.config.final_lr,
+                           warmup=self.config.warmup, total=self.config.steps)  # fmt: skip
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        window = self.batch()
+        with self.autocast():
+            loss = token_loss(self.model(window[:, :-1]), window[:, 1:])
+        loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return float(self.world.mean(loss.detach()))
+
+    # --- validation, checkpoints, sample ---------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Mean validation loss and next-token accuracy over fixed, evenly spaced windows."""
+        self.decoder.eval()
+        count = self.config.eval_batches * self.config.batch_size
+        span = self.context + 1
+        last = len(self.val_ids) - span
+        starts = torch.linspace(0, last, min(count, last + 1)).long()
+        losses, correct, total = [], 0, 0
+        for chunk in starts.split(self.config.batch_size):
+            window = self.val_ids[chunk[:, None] + torch.arange(span)].long().to(self.device)
+            with self.autocast():
+                logits = self.decoder(window[:, :-1])
+            losses.append(float(token_loss(logits, window[:, 1:])) * len(chunk))
+            correct += int((logits.argmax(-1) == window[:, 1:]).sum())
+            total += window[:, 1:].numel()
+        self.decoder.train()
+        return sum(losses) / len(starts), correct / total
+
+    def save(self) -> Path:
+        """Write a checkpoint (main process only) and remember it as the last good one."""
+        if self.world.main:
+            saved = run_folder.save(self.config.out_dir, self.step, self.decoder,
+                                    self.tokenizer.describe(), *self._state())  # fmt: skip
+            self.last_good = saved.model
+        assert self.last_good is not None or not self.world.main
+        return self.last_good or self.config.out_dir
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
+        tensors = {
+            **tensors,
+            "rng.torch": torch.get_rng_state(),
+            "rng.sampler": self.sampler.get_state(),
+        }
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        info = {"optimizer": optimizer_json, "config": self.config.to_json(),
+                "corpus": self.corpus_description}  # fmt: skip
+        return tensors, info
+
+    def sample(self) -> str:
+        """A short generated continuation of the configured prompt (or of end-of-text, when the
+        tokenizer cannot encode the prompt)."""
+        try:
+            prompt = self.config.sample_prompt
+            self.tokenizer.encode(prompt)
+        except TfsError:
+            prompt = ""
+        config = GenerationConfig(
+            max_new_tokens=self.config.sample_tokens,
+            temperature=0.8,
+            top_k=40,
+            seed=self.config.seed,
+            stop_token=self.tokenizer.eot,
+        )
+        return prompt + "".join(generate_text(self.decoder.eval(), self.tokenizer, prompt, config))
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train to ``--steps`` (or ``--stop-after``), validating and checkpointing on the way."""
+        began = time.perf_counter()
+        stop = min(self.config.steps, self.step + (self.config.stop_after or self.config.steps))
+        self.decoder.train()
+        tokens_per_step = self.config.batch_size * self.context
+        tick = time.perf_counter()
+        while self.step < stop:
+            loss = self.train_step()
+            self._guard(loss)
+            now = time.perf_counter()
+            speed = tokens_per_step / max(now - tick, 1e-9)
+            tick = now
+            self.progress.update(self.step, loss, speed)
+            self._periodic(loss, speed)
+        val_loss, val_accuracy = self.evaluate()
+        self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy})
+        path = self.save()
+        sample = self.sample() if self.world.main and self.config.sample_tokens else ""
+        return TrainResult(
+            self.step, val_loss, val_accuracy, path, sample, time.perf_counter() - began
+        )
+
+    def _periodic(self, loss: float, speed: float) -> None:
+        if self.step % self.config.log_every == 0:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.log.write({"step": self.step, "loss": loss, "lr": lr, "tokens_per_s": speed})
+        if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
+            val_loss, accuracy = self.evaluate()
+            self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": accuracy})
+            self.progress.message(
+                f"step {self.step}: validation loss {val_loss:.4f}, accuracy {accuracy:.1%}"
+            )
+        if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
+            self.save()
+
+    def _guard(self, loss: float) -> None:
+        if math.isfinite(loss):
+            return
+        kept = (
+            f"the last good checkpoint is {self.last_good}"
+            if self.last_good
+            else "no checkpoint was written yet"
+        )
+        raise TfsError(
+            f"the training loss became {loss} at step {self.step}; training stopped and {kept} "
+            "(nothing was overwritten). Try a lower --lr, --grad-clip, or --dtype float32"
+        )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run ``config`` to the end (or to ``stop_after``) and return the result."""
+    trainer = Trainer(config)
+    try:
+        trainer.start()
+        return trainer.run()
+    finally:
+        leave(trainer.world)
+
+
+def read_log(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a ``log.jsonl``."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
