@@ -10,6 +10,7 @@ The public face; everything here is re-exported from the private modules::
 
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.cache import KVCache, LayerCache
+from transformer_from_scratch.core.component import Component, Components
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.errors import (
@@ -25,7 +26,7 @@ from transformer_from_scratch.core.hookspecs import hookimpl
 from transformer_from_scratch.core.kinds import KINDS, PositionalEncoding
 from transformer_from_scratch.core.plugins import default_registry, load_registry
 from transformer_from_scratch.core.registry import Entry, PluginFailure, Provider, Registry
-from transformer_from_scratch.core.spec import Component, Components, DecoderSpec
+from transformer_from_scratch.core.spec import DecoderSpec
 from transformer_from_scratch.core.validate import check_spec, load_spec
 
 __all__ = [

@@ -167,6 +167,24 @@ class TiedByCopy(nn.Module):
         return residual @ self.weight.T
 
 
+class _HalfKeyGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, keys: Tensor) -> Tensor:
+        return keys.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return grad * 0.5  # a hand-written backward with a wrong factor
+
+
+class WrongBackward(_Kernel):
+    """A correct forward pass whose hand-written backward halves the keys' gradient."""
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        halved: Tensor = _HalfKeyGradient.apply(k)
+        return super().scores(q, halved)
+
+
 # (kind, name, factory, capabilities, checks that must catch it)
 BROKEN = [
     ("attention_kernel", "sees_one_future_token", SeesOneFutureToken, ["exact", "kv_cache"], {"check_causal_by_perturbation", "check_causal_by_gradient", "check_matches_reference", "check_decoder_causal"}),
@@ -175,6 +193,7 @@ BROKEN = [
     ("attention_kernel", "softmax_over_queries", SoftmaxOverQueries, ["exact", "kv_cache"], {"check_matches_reference"}),
     ("attention_kernel", "mixes_batch", MixesBatch, ["exact", "kv_cache"], {"check_batch_independent", "check_matches_reference"}),
     ("attention_kernel", "only_whole_tiles", OnlyWholeTiles, ["exact", "kv_cache"], {"check_matches_reference"}),
+    ("attention_kernel", "wrong_backward", WrongBackward, ["exact", "kv_cache"], {"check_gradients_match_reference"}),
     ("attention", "cache_drops_oldest", CacheDropsOldest, ["kv_cache", "rotary", "score_bias"], {"check_kv_cache_matches_full_forward"}),
     ("positional", "ignores_position", IgnoresPosition, ["additive"], {"check_distinct_positions", "check_position_reaches_model"}),
     ("norm", "norm_over_positions", NormOverPositions, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_normalises", "check_decoder_causal"}),

@@ -101,9 +101,13 @@ def test_incompatible_parts_are_refused_before_anything_is_built(tiny_spec: Spec
 def test_a_window_on_a_kernel_that_cannot_honour_it_is_refused(tiny_spec: SpecMaker) -> None:
     registry = _registry_with(lambda r: r.register("attention_kernel", "plain", _NoBiasKernel))
     spec = tiny_spec(attention_kernel={"name": "plain", "options": {"window": 4}})
-    with pytest.raises(tfs.SpecError) as err:
+    with pytest.raises(tfs.IncompatibleComponentsError) as err:
         tfs.build_decoder(spec, registry)
-    assert any("takes no option 'window'" in p for p in err.value.problems)
+    [problem] = err.value.problems
+    assert problem.startswith(
+        "components.attention_kernel.options.window: attention_kernel/plain cannot honour a sliding window"
+    )
+    assert "use a kernel that can (materialized" in problem
 
 
 def test_window_option_needs_the_capability(tiny_spec: SpecMaker) -> None:
@@ -114,7 +118,8 @@ def test_window_option_needs_the_capability(tiny_spec: SpecMaker) -> None:
     registry = _registry_with(lambda r: r.register("attention_kernel", "windowed", Windowed))
     spec = tiny_spec(attention_kernel={"name": "windowed", "options": {"window": 4}})
     with pytest.raises(
-        tfs.IncompatibleComponentsError, match=r"cannot honour 'window'.*materialized"
+        tfs.IncompatibleComponentsError,
+        match=r"windowed cannot honour a sliding window.*\(materialized",
     ):
         tfs.build_decoder(spec, registry)
 

@@ -96,7 +96,7 @@ def test_options_are_read_from_the_factory_signature() -> None:
 def test_injected_parts_are_not_options(builtin_registry: tfs.Registry) -> None:
     options = builtin_registry.get("attention", "multi_head").options() or {}
     assert "kernel" not in options
-    assert set(options) == {"bias", "init"}
+    assert set(options) == {"bias", "init", "qk_norm"}
 
 
 def test_presets_clash_like_components() -> None:

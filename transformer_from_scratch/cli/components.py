@@ -4,6 +4,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from transformer_from_scratch.cli._table import format_table
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.errors import TfsError, did_you_mean
@@ -85,7 +87,8 @@ def run_spec_diff(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     """Build the decoder and print parameter counts per kind."""
     spec = resolve_spec(args.spec)
-    decoder = build_decoder(spec)
+    with torch.device("meta"):  # count parameters without allocating them
+        decoder = build_decoder(spec)
     counts = decoder.parameter_counts()
     rows = [(kind, f"{n:,}") for kind, n in counts.items()]
     rows.append(("total", f"{sum(counts.values()):,}"))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.functional import choice_problems, new_weight
+from transformer_from_scratch.core.functional import choice_problems, new_weight, rms_normalize
 from transformer_from_scratch.core.kinds import AttentionKernel, PositionalEncoding
 from transformer_from_scratch.core.shapes import HeadVectors, Positions, Residual
 
@@ -30,18 +30,30 @@ class MultiHead(nn.Module):
     With ``n_kv_heads < n_heads`` several query heads share one key/value head: grouped-query
     (Ainslie et al. 2023) or, with one, multi-query attention (Shazeer 2019).
 
+    ``bias`` adds biases to the four projections (GPT-2 and GPT-NeoX have them; Llama has
+    not). ``qk_norm`` RMS-normalises each head's queries and keys (with learned gains, before any
+    rotation), which keeps attention logits from growing without bound (Dehghani et al. 2023;
+    used by OLMo 2, Qwen 3, Gemma 3).
+
     Init ``gpt2``: N(0, 0.02^2), with ``W_O`` scaled by 1/sqrt(2 n_layers) so the residual
     stream's variance does not grow with depth; ``seed``: Kaiming-normal ``W_Q, W_K, W_V`` and
     Xavier-normal ``W_O``, as the original project.
     """
 
     def __init__(
-        self, dims: Dims, kernel: AttentionKernel, bias: bool = False, init: str = "gpt2"
+        self,
+        dims: Dims,
+        kernel: AttentionKernel,
+        bias: bool = False,
+        init: str = "gpt2",
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.kernel = kernel
         self.group = dims.n_heads // dims.n_kv_heads
         self._init_weights(dims, init)
+        self.q_gain = nn.Parameter(torch.ones(dims.d_head)) if qk_norm else None
+        self.k_gain = nn.Parameter(torch.ones(dims.d_head)) if qk_norm else None
         self.b_Q = _bias(bias, dims.n_heads, dims.d_head)
         self.b_K = _bias(bias, dims.n_kv_heads, dims.d_head)
         self.b_V = _bias(bias, dims.n_kv_heads, dims.d_head)
@@ -66,8 +78,12 @@ class MultiHead(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """Each position's update to the residual stream, mixed from earlier positions."""
-        queries = positional.rotate(self._project(residual, self.W_Q, self.b_Q), positions)
-        keys = positional.rotate(self._project(residual, self.W_K, self.b_K), positions)
+        queries = self._project(residual, self.W_Q, self.b_Q)
+        keys = self._project(residual, self.W_K, self.b_K)
+        if self.q_gain is not None and self.k_gain is not None:
+            queries = rms_normalize(queries, 1e-6) * self.q_gain
+            keys = rms_normalize(keys, 1e-6) * self.k_gain
+        queries, keys = positional.rotate(queries, positions), positional.rotate(keys, positions)
         values = self._project(residual, self.W_V, self.b_V)
         earlier = 0 if cache is None else cache.length
         if cache is not None:

@@ -64,6 +64,55 @@ SMALL: dict[str, Any] = {
     "n_ctx": 128,
 }
 
+LLAMA: dict[str, Any] = {
+    "d_model": 4096,
+    "n_layers": 32,
+    "n_heads": 32,
+    "d_head": 128,
+    "d_mlp": 11008,
+    "d_vocab": 32000,
+    "n_ctx": 4096,
+    "final_norm": True,
+    "components": {
+        "embedding": "embedding",
+        "positional": {"name": "rotary", "options": {"base": 10000.0}},
+        "attention": "multi_head",
+        "attention_kernel": "materialized",
+        "mlp": "swiglu",
+        "norm": {"name": "rms_norm", "options": {"eps": 1e-5}},
+        "block": "pre_norm",
+        "unembedding": "untied",
+    },
+}
+
+MISTRAL: dict[str, Any] = {
+    **LLAMA,
+    "d_mlp": 14336,
+    "n_kv_heads": 8,
+    "n_ctx": 32768,
+    "components": {
+        **LLAMA["components"],
+        "attention_kernel": {"name": "materialized", "options": {"window": 4096}},
+    },
+}
+
+GPT_NEOX: dict[str, Any] = {
+    **GPT2_SMALL,
+    "d_vocab": 50304,
+    "n_ctx": 2048,
+    "final_norm": True,
+    "components": {
+        "embedding": "embedding",
+        "positional": {"name": "rotary", "options": {"fraction": 0.25}},
+        "attention": {"name": "multi_head", "options": {"bias": True}},
+        "attention_kernel": "materialized",
+        "mlp": "gelu",
+        "norm": "layer_norm",
+        "block": "parallel",
+        "unembedding": "untied",
+    },
+}
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "seed": (
         "the original transformer-from-scratch: sinusoidal positions, ReLU MLP, norm on each "
@@ -78,6 +127,20 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "a GPT-2-shaped small model (4 layers, d_model 128, context 128, byte vocabulary): "
         "what `tfs train` trains by default in a few CPU minutes",
         SMALL,
+    ),
+    "llama": (
+        "Llama 2 7B shapes: rotary positions, RMSNorm, SwiGLU, no biases, untied unembedding",
+        LLAMA,
+    ),
+    "mistral": (
+        "Mistral 7B shapes: Llama's parts plus grouped-query attention (8 key/value heads) and a "
+        "4096-token sliding window",
+        MISTRAL,
+    ),
+    "gpt_neox": (
+        "GPT-NeoX / Pythia-160M shapes: parallel attention + MLP, rotary on 25% of each head, "
+        "biases, untied unembedding",
+        GPT_NEOX,
     ),
     "tiny": ("a GPT-2-shaped toy (2 layers, d_model 32, byte vocabulary) for tests", TINY),
 }

@@ -123,6 +123,38 @@ def check_matches_reference(subject: Subject) -> None:
             )
 
 
+def check_gradients_match_reference(subject: Subject) -> None:
+    """An exact kernel's gradients for queries, keys and values equal the textbook formula's."""
+    if subject.kind != "attention_kernel":
+        raise NotApplicable("only kernels are compared with the formula")
+    if not subject.has("exact"):
+        raise NotApplicable("it declares itself approximate (no 'exact' capability)")
+    kernel = _probe(subject).owner
+    window = subject.options.get("window")
+    generator = torch.Generator().manual_seed(1)
+    for length in (5, 13):
+        inputs = [
+            torch.randn(2, 2, length, 8, generator=generator, dtype=torch.float64) for _ in range(3)
+        ]
+        weights = torch.randn(2, 2, length, 8, generator=generator, dtype=torch.float64)
+        pos = torch.arange(length)
+        grads = []
+        for run in (kernel, None):
+            q, k, v = (x.clone().requires_grad_() for x in inputs)
+            if run is None:
+                out = reference_attention(q, k, v, pos, pos, window=window)
+            else:
+                out = run(q, k, v, query_positions=pos, key_positions=pos)
+            grads.append(torch.autograd.grad((out * weights).sum(), (q, k, v)))
+        for name, mine, ref in zip(("queries", "keys", "values"), *grads, strict=True):
+            if not torch.allclose(mine, ref, atol=1e-8, rtol=1e-6):
+                diff = (mine - ref).abs().max().item()
+                raise CheckFailed(
+                    f"at length {length}, the gradient for the {name} differs from the "
+                    f"formula's by {diff:.3g}: the backward pass is wrong"
+                )
+
+
 def check_kv_cache_matches_full_forward(subject: Subject) -> None:
     """Decoding a few positions at a time with a cache gives the full forward pass's outputs."""
     if not subject.has("kv_cache"):

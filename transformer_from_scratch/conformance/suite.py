@@ -91,6 +91,7 @@ CHECKS: tuple[Check, ...] = (
     Check(att.check_causal_by_perturbation, _on("attention", "attention_kernel")),
     Check(att.check_causal_by_gradient, _on("attention", "attention_kernel")),
     Check(att.check_matches_reference, _on("attention_kernel")),
+    Check(att.check_gradients_match_reference, _on("attention_kernel")),
     Check(att.check_kv_cache_matches_full_forward, _on("attention", "attention_kernel")),
     Check(att.check_learns_flagged_copy, _on("attention")),
     Check(pos.check_position_reaches_model, _on("positional")),

@@ -10,13 +10,14 @@ from typing import Any
 
 from torch import nn
 
+from transformer_from_scratch.core.component import Component
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.registry import Entry, Registry
-from transformer_from_scratch.core.spec import Component, DecoderSpec
+from transformer_from_scratch.core.spec import DecoderSpec
 from transformer_from_scratch.core.validate import check_spec
 
 
@@ -65,7 +66,8 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
 
 
 def _block(parts: _Parts, spec: DecoderSpec, dims: Dims) -> nn.Module:
-    comps = spec.components
+    assert dims.layer is not None
+    comps = spec.components_for(dims.layer)
     kernel = parts.make("attention_kernel", comps.attention_kernel, dims)
     attention = parts.make("attention", comps.attention, dims, kernel=kernel)
     mlp = parts.make("mlp", comps.mlp, dims)

@@ -109,3 +109,12 @@ def token_loss(
     """
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return -log_probs.gather(-1, targets[..., None]).mean()
+
+
+def rms_normalize(x: Float[Tensor, "*shape d"], eps: float) -> Float[Tensor, "*shape d"]:
+    """``x / sqrt(mean(x^2) + eps)`` over the last axis: unit root mean square, no centring.
+
+    Zhang & Sennrich 2019 ("Root Mean Square Layer Normalization"): dropping layer norm's mean
+    subtraction keeps its rescaling invariance at lower cost.
+    """
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)

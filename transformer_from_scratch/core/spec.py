@@ -24,7 +24,6 @@ options, capabilities) live in :mod:`transformer_from_scratch.core.validate`.
 import json
 import sys
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,55 +31,31 @@ import attrs
 import cattrs
 import tomli_w
 
+from transformer_from_scratch.core.component import (
+    COMPONENT_KINDS,
+    Component,
+    Components,
+    as_component,
+    component_problems,
+    unknown_keys,
+    unstructure_component,
+)
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.errors import SpecError, did_you_mean
+from transformer_from_scratch.core.errors import SpecError
+from transformer_from_scratch.core.layers import (
+    LayerOverride,
+    apply_overrides,
+    as_override,
+    as_overrides,
+    override_problems,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-_OPTION_TYPES = (str, int, float, bool, list)
 SIZE_FIELDS = ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
-
-
-def _copy_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(options)
-
-
-@attrs.frozen
-class Component:
-    """One slot's choice: a registered name plus the options its factory takes."""
-
-    name: str
-    options: dict[str, Any] = attrs.field(factory=dict, hash=False, converter=_copy_options)
-
-    def __str__(self) -> str:
-        if not self.options:
-            return self.name
-        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
-        return f"{self.name}({opts})"
-
-
-@attrs.frozen(kw_only=True)
-class Components:
-    """One :class:`Component` per kind; defaults are GPT-2's choices."""
-
-    embedding: Component = attrs.field(factory=partial(Component, "embedding"))
-    positional: Component = attrs.field(factory=partial(Component, "learned"))
-    attention: Component = attrs.field(factory=partial(Component, "multi_head"))
-    attention_kernel: Component = attrs.field(factory=partial(Component, "materialized"))
-    mlp: Component = attrs.field(factory=partial(Component, "gelu"))
-    norm: Component = attrs.field(factory=partial(Component, "layer_norm"))
-    block: Component = attrs.field(factory=partial(Component, "pre_norm"))
-    unembedding: Component = attrs.field(factory=partial(Component, "tied"))
-
-    def items(self) -> list[tuple[str, Component]]:
-        """``(kind, component)`` pairs in decoder order."""
-        return [(field.name, getattr(self, field.name)) for field in attrs.fields(Components)]
-
-
-COMPONENT_KINDS = tuple(field.name for field in attrs.fields(Components))
 
 
 @attrs.frozen(kw_only=True)
@@ -102,11 +77,26 @@ class DecoderSpec:
     n_kv_heads: int | None = None
     final_norm: bool = True
     components: Components = attrs.field(factory=Components)
+    layers: tuple[LayerOverride, ...] = attrs.field(default=(), converter=as_overrides)
 
     def __attrs_post_init__(self) -> None:
         problems = _field_problems(attrs.asdict(self, recurse=False))
+        problems += _layers_problems(self.layers, self.n_layers)
         if problems:
             raise SpecError(problems)
+
+    def components_for(self, layer: int) -> Components:
+        """The components of block ``layer``, per-layer overrides applied."""
+        return apply_overrides(self.components, self.layers, layer)
+
+    def all_components(self) -> list[tuple[str, Components]]:
+        """``(where, components)``: the spec's own, then each block that differs from it."""
+        found = [("components", self.components)]
+        for layer in range(self.n_layers):
+            chosen = self.components_for(layer)
+            if chosen != self.components:
+                found.append((f"layer {layer}", chosen))
+        return found
 
     @property
     def dims(self) -> Dims:
@@ -126,7 +116,7 @@ class DecoderSpec:
         """A copy with some fields changed; component names may be given as strings."""
         comps = {k: changes.pop(k) for k in list(changes) if k in COMPONENT_KINDS}
         if comps:
-            parts = {k: _as_component(v) for k, v in comps.items()}
+            parts = {k: as_component(v) for k, v in comps.items()}
             changes["components"] = attrs.evolve(self.components, **parts)
         return attrs.evolve(self, **changes)
 
@@ -153,6 +143,8 @@ class DecoderSpec:
         data: dict[str, Any] = _converter.unstructure(self)
         if data.get("n_kv_heads") is None:
             data.pop("n_kv_heads", None)
+        if not data["layers"]:
+            del data["layers"]
         return data
 
     @classmethod
@@ -231,24 +223,15 @@ def _shown(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _as_component(value: Any) -> Component:
-    if isinstance(value, Component):
-        return value
-    if isinstance(value, str):
-        return Component(value)
-    return Component(value["name"], value.get("options", {}))
-
-
 # --- field-level validation (no registry needed) ------------------------------------------
 _SPEC_KEYS = [f.name for f in attrs.fields(DecoderSpec)]
-_COMPONENT_KEYS = ["name", "options"]
 
 
 def dict_problems(data: Mapping[str, Any]) -> list[str]:
     """Every problem in a spec's dict form: unknown keys, types, sizes, components."""
     if not isinstance(data, Mapping):
         return [f"a spec is a table of fields, got {type(data).__name__}"]
-    problems = _unknown_keys(data, _SPEC_KEYS, "")
+    problems = unknown_keys(data, _SPEC_KEYS, "")
     required = [f.name for f in attrs.fields(DecoderSpec) if f.default is attrs.NOTHING]
     problems += [f"{key}: missing; add `{key} = <int>`" for key in required if key not in data]
     problems += _field_problems(data)
@@ -257,19 +240,20 @@ def dict_problems(data: Mapping[str, Any]) -> list[str]:
         return problems
     if not isinstance(comps, Mapping):
         return [*problems, f"components: expected a table of kind = name, got {comps!r}"]
-    problems += _unknown_keys(comps, list(COMPONENT_KINDS), "components.")
+    problems += unknown_keys(comps, list(COMPONENT_KINDS), "components.")
     for kind, value in comps.items():
         if kind in COMPONENT_KINDS:
-            problems += _component_problems(value, f"components.{kind}")
+            problems += component_problems(value, f"components.{kind}")
+    return problems + _layers_problems(data.get("layers", []), data.get("n_layers"))
+
+
+def _layers_problems(layers: Any, n_layers: Any) -> list[str]:
+    if not isinstance(layers, list | tuple):
+        return [f"layers: expected a list of [[layers]] tables, got {layers!r}"]
+    problems = []
+    for index, entry in enumerate(layers):
+        problems += override_problems(entry, n_layers, f"layers[{index}]")
     return problems
-
-
-def _unknown_keys(data: Mapping[str, Any], known: list[str], prefix: str) -> list[str]:
-    return [
-        f"{prefix}{key}: unknown field{did_you_mean(str(key), known)} (fields: {', '.join(known)})"
-        for key in data
-        if key not in known
-    ]
 
 
 def _field_problems(data: Mapping[str, Any]) -> list[str]:
@@ -308,34 +292,12 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _component_problems(value: Any, path: str) -> list[str]:
-    if isinstance(value, Component | str):
-        return []
-    if not isinstance(value, Mapping):
-        return [f"{path}: expected a name or {{ name = ..., options = {{...}} }}, got {value!r}"]
-    problems = _unknown_keys(value, _COMPONENT_KEYS, f"{path}.")
-    if not isinstance(value.get("name"), str):
-        problems.append(f'{path}.name: missing or not a string; add `name = "..."`')
-    options = value.get("options", {})
-    if not isinstance(options, Mapping):
-        problems.append(f"{path}.options: expected a table of option = value, got {options!r}")
-    else:
-        problems += [
-            f"{path}.options.{key}: {val!r} is not a plain value (string, number, bool or list)"
-            for key, val in options.items()
-            if not isinstance(val, _OPTION_TYPES)
-        ]
-    return problems
-
-
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
-    converter.register_structure_hook(Component, lambda value, _: _as_component(value))
-
-    def unstructure_component(c: Component) -> Any:
-        return {"name": c.name, "options": dict(c.options)} if c.options else c.name
-
+    converter.register_structure_hook(Component, lambda value, _: as_component(value))
     converter.register_unstructure_hook(Component, unstructure_component)
+    converter.register_structure_hook(LayerOverride, lambda value, _: as_override(value))
+    converter.register_unstructure_hook(LayerOverride, LayerOverride.to_dict)
     return converter
 
 

@@ -7,36 +7,48 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from transformer_from_scratch.core.component import Components
 from transformer_from_scratch.core.errors import IncompatibleComponentsError, SpecError
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.registry import Entry, Registry
-from transformer_from_scratch.core.spec import SIZE_FIELDS, Components, DecoderSpec, dict_problems
+from transformer_from_scratch.core.spec import SIZE_FIELDS, DecoderSpec, dict_problems
 
 
-def name_problems(components: Components, registry: Registry) -> list[str]:
+def name_problems(
+    components: Components, registry: Registry, where: str = "components"
+) -> list[str]:
     """Unknown names and unknown or missing options (no sizes needed)."""
     problems: list[str] = []
     for kind, component in components.items():
-        where = f"components.{kind}"
         if component.name not in registry.names(kind):
-            problems.append(f"{where}: {registry_error(registry, kind, component.name)}")
-        else:
-            entry = registry.get(kind, component.name)
-            problems += entry.option_problems(component.options, f"{where}.options")
+            problems.append(f"{where}.{kind}: {registry_error(registry, kind, component.name)}")
+            continue
+        entry = registry.get(kind, component.name)
+        options = dict(component.options)
+        if "sliding_window" not in entry.capabilities:
+            options.pop("window", None)  # reported by fit_problems, with what would fit
+        problems += entry.option_problems(options, f"{where}.{kind}.options")
     return problems
 
 
 def spec_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
     """:func:`name_problems`, then the problems each implementation's validator reports."""
-    problems = name_problems(spec.components, registry)
+    problems: list[str] = []
+    for where, components in spec.all_components():
+        problems += name_problems(components, registry, where)
     if problems:
-        return problems
-    for kind, component in spec.components.items():
-        entry = registry.get(kind, component.name)
-        if entry.validate is not None:
-            found = entry.validate(spec.dims, component.options)
-            problems += [f"components.{kind}: {p}" for p in found]
-    return problems
+        return _unique(problems)
+    for where, components in spec.all_components():
+        for kind, component in components.items():
+            entry = registry.get(kind, component.name)
+            if entry.validate is not None:
+                found = entry.validate(spec.dims, component.options)
+                problems += [f"{where}.{kind}: {p}" for p in found]
+    return _unique(problems)
+
+
+def _unique(problems: list[str]) -> list[str]:
+    return list(dict.fromkeys(problems))
 
 
 def registry_error(registry: Registry, kind: str, name: str) -> str:
@@ -49,38 +61,40 @@ def registry_error(registry: Registry, kind: str, name: str) -> str:
 
 
 def fit_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
-    """Pairs of parts that cannot work together, each naming both parts and what would fit."""
-    parts = {kind: registry.get(kind, c.name) for kind, c in spec.components.items()}
-    positional, attention, kernel = (
-        parts["positional"],
-        parts["attention"],
-        parts["attention_kernel"],
-    )
+    """Parts that cannot work together, each naming both parts and what would fit."""
+    problems: list[str] = []
+    for where, components in spec.all_components():
+        problems += _fit(components, registry, where)
+    return _unique(problems)
+
+
+def _fit(components: Components, registry: Registry, where: str) -> list[str]:
+    parts = {kind: registry.get(kind, c.name) for kind, c in components.items()}
+    positional, attention = parts["positional"], parts["attention"]
+    kernel = parts["attention_kernel"]
     problems = []
     for need in ("rotary", "score_bias"):
         if need in positional.capabilities and need not in attention.capabilities:
-            problems.append(_misfit(positional, attention, need, registry, "attention"))
+            problems.append(_misfit(positional, attention, need, registry, where))
     if "score_bias" in positional.capabilities and "score_bias" not in kernel.capabilities:
-        problems.append(_misfit(positional, kernel, "score_bias", registry, "attention_kernel"))
-    window = spec.components.attention_kernel.options.get("window")
-    if window is not None and "sliding_window" not in kernel.capabilities:
-        problems.append(_misfit_option(kernel, "window", "sliding_window", registry))
+        problems.append(_misfit(positional, kernel, "score_bias", registry, where))
+    if (
+        "window" in components.attention_kernel.options
+        and "sliding_window" not in kernel.capabilities
+    ):
+        fits = _with_capability(registry, kernel.kind, "sliding_window")
+        problems.append(
+            f"{where}.attention_kernel.options.window: {kernel.id} cannot honour a sliding "
+            f"window (no 'sliding_window' capability); use a kernel that can ({fits}) or drop it"
+        )
     return problems
 
 
-def _misfit(needs: Entry, lacks: Entry, capability: str, registry: Registry, kind: str) -> str:
-    fits = _with_capability(registry, kind, capability)
+def _misfit(needs: Entry, lacks: Entry, capability: str, registry: Registry, where: str) -> str:
+    fits = _with_capability(registry, lacks.kind, capability)
     return (
-        f"components.{lacks.kind}: {needs.id} needs the {capability!r} capability, which "
-        f"{lacks.id} does not declare; choose a {kind} that has it ({fits})"
-    )
-
-
-def _misfit_option(entry: Entry, option: str, capability: str, registry: Registry) -> str:
-    fits = _with_capability(registry, entry.kind, capability)
-    return (
-        f"components.{entry.kind}.options.{option}: {entry.id} cannot honour {option!r} "
-        f"(no {capability!r} capability); use a kernel that can ({fits}) or drop the option"
+        f"{where}.{lacks.kind}: {needs.id} needs the {capability!r} capability, which "
+        f"{lacks.id} does not declare; choose a {lacks.kind} that has it ({fits})"
     )
 
 
