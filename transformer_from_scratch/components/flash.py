@@ -51,7 +51,7 @@ class Flash(nn.Module):
         """Each query's weighted average of the values it may see."""
         if score_bias is not None and score_bias.requires_grad:
             raise TfsError("the flash kernel treats score_bias as fixed; it cannot learn it")
-        mixed: Tensor = _FlashFunction.apply(
+        mixed: Tensor = _FlashFunction.apply(  # type: ignore[no-untyped-call]
             queries,
             keys,
             values,
