@@ -23,3 +23,12 @@ def test_learns_xor(dims: tfs.Dims) -> None:
 def test_without_bias_has_no_bias_parameters(dims: tfs.Dims) -> None:
     names = [name for name, _ in GELU(dims, bias=False).named_parameters()]
     assert names == ["W_in", "W_out"]
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_hand_written_derivative_matches_autograd(approximate: str) -> None:
+    x = torch.linspace(-5, 5, 41, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gelu(t, approximate), (x,))
+    (mine,) = torch.autograd.grad(gelu(x, approximate).sum(), x)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.gelu(x, approximate=approximate).sum(), x)
+    torch.testing.assert_close(mine, theirs)

@@ -27,3 +27,15 @@ def test_matches_pytorch_with_its_epsilon(dims: tfs.Dims) -> None:
     x = torch.randn(2, 3, dims.d_model) * 0.01
     reference = torch.nn.functional.layer_norm(x, (dims.d_model,), norm.weight, norm.bias, 1e-3)
     torch.testing.assert_close(norm(x), reference)
+
+
+def test_hand_written_derivative_passes_gradcheck(dims: tfs.Dims) -> None:
+    from transformer_from_scratch.core.functional import layer_normalize
+
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: layer_normalize(a, w, b, 1e-5), (x, weight, bias)
+    )
+    assert torch.autograd.gradcheck(lambda a, w: layer_normalize(a, w, None, 1e-5), (x, weight))

@@ -93,8 +93,8 @@ def test_incompatible_parts_are_refused_before_anything_is_built(tiny_spec: Spec
     assert _Recorder.calls == 0
     assert err.value.problems == [
         "components.attention_kernel: positional/bias_only needs the 'score_bias' capability, "
-        "which attention_kernel/no_bias does not declare; choose a attention_kernel that has it "
-        "(materialized)"
+        "which attention_kernel/no_bias does not declare; use a attention_kernel that has it "
+        "(flash, materialized, sdpa)"
     ]
 
 
@@ -107,7 +107,7 @@ def test_a_window_on_a_kernel_that_cannot_honour_it_is_refused(tiny_spec: SpecMa
     assert problem.startswith(
         "components.attention_kernel.options.window: attention_kernel/plain cannot honour a sliding window"
     )
-    assert "use a kernel that can (materialized" in problem
+    assert "use a kernel that can (flash, materialized, sdpa) or drop it" in problem
 
 
 def test_window_option_needs_the_capability(tiny_spec: SpecMaker) -> None:
@@ -119,7 +119,7 @@ def test_window_option_needs_the_capability(tiny_spec: SpecMaker) -> None:
     spec = tiny_spec(attention_kernel={"name": "windowed", "options": {"window": 4}})
     with pytest.raises(
         tfs.IncompatibleComponentsError,
-        match=r"windowed cannot honour a sliding window.*\(materialized",
+        match=r"windowed cannot honour a sliding window.*\(flash, materialized, sdpa\)",
     ):
         tfs.build_decoder(spec, registry)
 

@@ -162,4 +162,12 @@ def test_builtins_are_registered_through_the_hook_with_their_distribution(
     entry = builtin_registry.get("mlp", "gelu")
     assert entry.provider.plugin == "builtin"
     assert entry.provider.distribution == "transformer-from-scratch"
-    assert builtin_registry.preset_names() == ["gpt2", "seed", "small", "tiny"]
+    assert builtin_registry.preset_names() == [
+        "gpt2",
+        "gpt_neox",
+        "llama",
+        "mistral",
+        "seed",
+        "small",
+        "tiny",
+    ]

@@ -174,5 +174,5 @@ def test_load_spec_reports_field_and_registry_problems_together(tmp_path: Path) 
     assert len(err.value.problems) == 3
     assert (
         err.value.problems[2]
-        == "components.attention_kernel: unknown attention_kernel 'flsh'; registered: materialized"
+        == "components.attention_kernel: unknown attention_kernel 'flsh'; did you mean 'flash'? registered: flash, linear, materialized, sdpa"
     )

@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transformer_from_scratch.cli import check, components, train
+from transformer_from_scratch.cli import bench, check, components, train
 from transformer_from_scratch.core.errors import TfsError
 
-COMMANDS = (train, components, check)
+COMMANDS = (train, components, check, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

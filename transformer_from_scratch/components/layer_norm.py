@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import layer_normalize
 from transformer_from_scratch.core.shapes import Residual
 
 
@@ -16,7 +17,8 @@ class LayerNorm(nn.Module):
     ``y = (x - mean(x)) / sqrt(var(x) + eps) * gain + bias``, with the biased variance. Each
     residual vector is centred and scaled to unit variance, then given a learned scale and
     shift. It is invariant to shifting or scaling one position's input, which steadies training
-    however large the residual stream grows.
+    however large the residual stream grows. The arithmetic, and its hand-derived backward,
+    live in ``core.functional.layer_normalize``.
     """
 
     def __init__(self, dims: Dims, eps: float = 1e-5, bias: bool = True) -> None:
@@ -27,10 +29,7 @@ class LayerNorm(nn.Module):
 
     def forward(self, residual: Residual) -> Residual:
         """The normalised residual vector at each position."""
-        centred = residual - residual.mean(dim=-1, keepdim=True)
-        variance = centred.pow(2).mean(dim=-1, keepdim=True)
-        normed = centred * torch.rsqrt(variance + self.eps) * self.weight
-        return normed if self.bias is None else normed + self.bias
+        return layer_normalize(residual, self.weight, self.bias, self.eps)
 
 
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:

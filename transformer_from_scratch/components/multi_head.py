@@ -10,7 +10,12 @@ from torch import Tensor, nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.functional import choice_problems, new_weight, rms_normalize
+from transformer_from_scratch.core.functional import (
+    affine,
+    choice_problems,
+    new_weight,
+    rms_normalize,
+)
 from transformer_from_scratch.core.kinds import AttentionKernel, PositionalEncoding
 from transformer_from_scratch.core.shapes import HeadVectors, Positions, Residual
 
@@ -98,8 +103,10 @@ class MultiHead(nn.Module):
             key_positions=key_positions,
             score_bias=positional.score_bias(positions, key_positions),
         )
-        out = torch.einsum("bhpd,hdm->bpm", mixed, self.W_O)
-        return out if self.b_O is None else out + self.b_O
+        # Heads side by side: [batch pos head*d_head] @ [head*d_head d_model] sums the heads'
+        # writes in one matrix product.
+        heads = mixed.transpose(1, 2).reshape(*residual.shape[:-1], -1)
+        return affine(heads, self.W_O.reshape(-1, self.W_O.shape[-1]), self.b_O)
 
     @staticmethod
     def _project(
@@ -107,8 +114,11 @@ class MultiHead(nn.Module):
         weight: Float[Tensor, "head d_model d_head"],
         bias: Float[Tensor, "head d_head"] | None,
     ) -> HeadVectors:
-        out = torch.einsum("bpm,hmd->bhpd", residual, weight)
-        return out if bias is None else out + bias[:, None, :]
+        """Every head's projection in one matrix product, then split into heads."""
+        heads, d_model, d_head = weight.shape
+        flat = weight.permute(1, 0, 2).reshape(d_model, heads * d_head)
+        out = affine(residual, flat, None if bias is None else bias.reshape(-1))
+        return out.view(*residual.shape[:-1], heads, d_head).transpose(-3, -2)
 
     def _share(self, x: Tensor) -> Tensor:
         """Repeat each key/value head for the query heads of its group (no-op for plain MHA)."""

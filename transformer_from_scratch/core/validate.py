@@ -94,7 +94,7 @@ def _misfit(needs: Entry, lacks: Entry, capability: str, registry: Registry, whe
     fits = _with_capability(registry, lacks.kind, capability)
     return (
         f"{where}.{lacks.kind}: {needs.id} needs the {capability!r} capability, which "
-        f"{lacks.id} does not declare; choose a {lacks.kind} that has it ({fits})"
+        f"{lacks.id} does not declare; use a {lacks.kind} that has it ({fits})"
     )
 
 

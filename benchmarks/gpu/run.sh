@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU benchmark and check run, for a machine with one CUDA GPU and PyTorch installed
+# (nothing is downloaded; pure-Python wheels this project needs may be carried in .whl/).
+#
+#   bash benchmarks/gpu/run.sh            # writes results under $OUT (default /tmp/tfs-gpu)
+#
+# 1. the conformance suite (CUDA device moves, bfloat16) over every registered implementation;
+# 2. every attention kernel from 1k to 16k tokens, bfloat16: time, TFLOP/s, allocator peak;
+# 3. a gpt2 (124M) training step, context 1024, batch 16, bfloat16 autocast, torch.compile,
+#    beside the plain-PyTorch reference, with MFU against a matmul peak measured on the spot.
+# A short table is printed last. About 6-8 minutes on an H100.
+set -uo pipefail
+OUT=${OUT:-/tmp/tfs-gpu}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/tfs-site .whl/*.whl && export PYTHONPATH=/tmp/tfs-site
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+tfs() { python3 -m transformer_from_scratch "$@"; }
+SEQ=${SEQ:-1024,2048,4096,8192,16384}
+SPEC=${SPEC:-gpt2}
+
+python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0))" | tee "$OUT/machine.txt"
+
+echo "== 1/3 conformance (CUDA moves, bfloat16)"
+timeout 240 python3 -m transformer_from_scratch check --json "$OUT/check.json" > "$OUT/check.txt" 2>&1
+echo "exit $?: $(tail -1 "$OUT/check.txt")"
+
+echo "== 2/3 attention kernels, bfloat16"
+timeout 300 python3 -m transformer_from_scratch bench attention --device cuda --dtype bfloat16 \
+  --seq "$SEQ" --batch 1 --heads 16 --d-head 64 --repeats 5 \
+  --json "$OUT/attention_gpu.json" --plot "$OUT/attention_gpu.png" > "$OUT/attention_gpu.txt" 2> "$OUT/attention_gpu.err"
+echo "exit $?"
+
+echo "== 3/3 training step, $SPEC, bfloat16, compiled"
+timeout 300 python3 -m transformer_from_scratch bench train --spec "$SPEC" --kernel sdpa --batch-size 16 \
+  --device cuda --dtype bfloat16 --compile --rounds 5 > "$OUT/train_gpu.txt" 2> "$OUT/train_gpu.err"
+echo "exit $?"
+
+echo; echo "================ summary ================"
+cat "$OUT/machine.txt"
+tail -1 "$OUT/check.txt"
+grep -E "^FAIL" "$OUT/check.txt" | head -5
+cat "$OUT/train_gpu.txt"
+echo
+cat "$OUT/attention_gpu.txt"

@@ -1,0 +1,1 @@
+"""Benchmarks: attention kernels across lengths, and whole-model training throughput and MFU."""

@@ -1,0 +1,127 @@
+"""``tfs bench train``: training throughput and model FLOPs utilisation, side by side.
+
+The from-scratch decoder and the plain-PyTorch reference (same shapes) are timed in alternating
+rounds of a few optimiser steps each, so a noisy machine slows both alike; the ratio is what to
+read. MFU divides achieved FLOP/s (``training_flops_per_token`` x tokens/s) by the peak FLOP/s of
+a large matrix product measured on the spot in the same dtype.
+"""
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from transformer_from_scratch.bench.flops import peak_flops, sync, training_flops_per_token
+from transformer_from_scratch.bench.reference import ReferenceGPT
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.functional import token_loss
+from transformer_from_scratch.core.spec import DecoderSpec
+
+
+@attrs.frozen
+class Throughput:
+    """One model's measured training speed."""
+
+    name: str
+    tokens_per_s: float
+    step_s: float
+    mfu: float
+
+
+def _step_fn(model: nn.Module, tokens: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    device_type = tokens.device.type
+
+    def step() -> None:
+        context = (
+            torch.autocast(device_type, dtype=dtype)
+            if dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        with context:
+            loss = token_loss(model(tokens[:, :-1]), tokens[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def compare(
+    spec: DecoderSpec,
+    *,
+    batch: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile_models: bool,
+    reference: bool,
+    rounds: int = 3,
+    steps_per_round: int = 2,
+) -> tuple[list[Throughput], float]:
+    """Throughput of the decoder (and the reference) and the measured peak FLOP/s."""
+    torch.manual_seed(0)
+    context = spec.n_ctx
+    tokens = torch.randint(0, spec.d_vocab, (batch, context + 1), device=device)
+    decoder = build_decoder(spec).to(device)
+    models: dict[str, nn.Module] = {"from-scratch": decoder}
+    if reference:
+        models["reference"] = ReferenceGPT(spec).to(device)
+    if compile_models:
+        models = {name: _compiled(m) for name, m in models.items()}
+    steps = {name: _step_fn(m, tokens, dtype) for name, m in models.items()}
+    times = _alternate(steps, device, rounds, steps_per_round)
+    peak = peak_flops(device, dtype)
+    per_token = training_flops_per_token(decoder, context)
+    results = []
+    for name, seconds in times.items():
+        rate = batch * context / seconds
+        results.append(Throughput(name, rate, seconds, per_token * rate / peak))
+    return results, peak
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]
+    return compiled
+
+
+def _alternate(
+    steps: dict[str, Callable[[], None]], device: torch.device, rounds: int, per_round: int
+) -> dict[str, float]:
+    for step in steps.values():  # warm-up (and compilation)
+        step()
+        step()
+    sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            sync(device)
+            samples[name].append((time.perf_counter() - start) / per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def profile(
+    spec: DecoderSpec, *, batch: int, device: torch.device, dtype: torch.dtype, rows: int = 15
+) -> str:
+    """Where one training step of the decoder spends its time (top operators by self time)."""
+    torch.manual_seed(0)
+    decoder = build_decoder(spec).to(device)
+    tokens = torch.randint(0, spec.d_vocab, (batch, spec.n_ctx + 1), device=device)
+    step = _step_fn(decoder, tokens, dtype)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table: Any = prof.key_averages().table(sort_by=key, row_limit=rows)
+    return str(table)
