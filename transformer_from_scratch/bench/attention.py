@@ -23,6 +23,11 @@ from transformer_from_scratch.core.plugins import default_registry
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _pairs(options: Any) -> tuple[tuple[str, Any], ...]:
+    """Kernel options as sorted ``(name, value)`` pairs (hashable, JSON-able as lists)."""
+    return tuple(sorted((str(k), v) for k, v in options))
+
+
 @attrs.frozen
 class Case:
     """One measurement: a kernel at a length, in a dtype on a device."""
@@ -35,6 +40,9 @@ class Case:
     dtype: str = "float32"
     device: str = "cpu"
     backward: bool = False
+    options: tuple[tuple[str, Any], ...] = attrs.field(
+        default=(), converter=lambda o: tuple(map(tuple, o))
+    )
 
     @property
     def mode(self) -> str:
@@ -107,7 +115,8 @@ def _call(case: Case) -> Any:
         n_ctx=case.length,
         n_kv_heads=case.heads,
     )
-    kernel = default_registry().get("attention_kernel", case.kernel).factory(dims).to(case.device)
+    factory = default_registry().get("attention_kernel", case.kernel).factory
+    kernel = factory(dims, **dict(case.options)).to(case.device)
     q, k, v = _inputs(case)
     positions = torch.arange(case.length, device=case.device)
     grad = torch.randn_like(q) if case.backward else None

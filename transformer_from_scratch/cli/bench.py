@@ -24,6 +24,13 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--device", default="cpu")
     a.add_argument("--mode", choices=["fwd", "fwd+bwd", "both"], default="both")
     a.add_argument("--baseline", default="materialized", help="kernel the ratios compare against")
+    a.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KERNEL.OPTION=VALUE",
+        help="a kernel option, e.g. --option flash.tile=512 (repeatable)",
+    )
     a.add_argument("--repeats", type=int, default=5)
     a.add_argument("--json", type=Path, metavar="PATH")
     a.add_argument(
@@ -59,13 +66,37 @@ def _cases(args: argparse.Namespace) -> list[Any]:
     for name in names:
         registry.get("attention_kernel", name)
     lengths = [int(x) for x in args.seq.split(",")]
+    options = _kernel_options(args.option)
     modes = {"fwd": [False], "fwd+bwd": [True], "both": [False, True]}[args.mode]
     return [
-        Case(name, n, args.batch, args.heads, args.d_head, args.dtype, args.device, backward)
+        Case(
+            name,
+            n,
+            args.batch,
+            args.heads,
+            args.d_head,
+            args.dtype,
+            args.device,
+            backward,
+            tuple(options.get(name, {}).items()),
+        )
         for backward in modes
         for n in lengths
         for name in names
     ]
+
+
+def _kernel_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    import tomllib
+
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, _, value = item.partition("=")
+        kernel, _, key = target.partition(".")
+        if not (kernel and key and value):
+            raise TfsError(f"--option {item!r}: write KERNEL.OPTION=VALUE, e.g. flash.tile=512")
+        options.setdefault(kernel, {})[key] = tomllib.loads(f"v = {value}")["v"]
+    return options
 
 
 def run_attention(args: argparse.Namespace) -> int:

@@ -75,7 +75,8 @@ def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW
     rest = [p for p in decoder.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": rest, "weight_decay": 0.0}]  # fmt: skip
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2))
+    fused = next(decoder.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2), fused=fused)
 
 
 class Trainer:
