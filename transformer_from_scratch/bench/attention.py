@@ -40,9 +40,7 @@ class Case:
     dtype: str = "float32"
     device: str = "cpu"
     backward: bool = False
-    options: tuple[tuple[str, Any], ...] = attrs.field(
-        default=(), converter=lambda o: tuple(map(tuple, o))
-    )
+    options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_pairs)
 
     @property
     def mode(self) -> str:
