@@ -50,7 +50,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tfs_cli: Tfs) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "tfs build: error: 'gtp2' is neither a spec file nor a preset; did you mean 'gpt2'? "
-        "(presets: gpt2, seed, small, tiny)"
+        "(presets: gpt2, gpt_neox, llama, mistral, seed, small, tiny)"
     )
     assert "Traceback" not in result.stderr
 
