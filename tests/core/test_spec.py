@@ -6,17 +6,10 @@ from typing import Any
 import pytest
 
 import transformer_from_scratch as tfs
+from tests.conftest import TINY as CONFTEST_TINY
 from transformer_from_scratch.components.presets import PRESETS
 
-TINY: dict[str, Any] = {
-    "d_model": 16,
-    "n_layers": 2,
-    "n_heads": 2,
-    "d_head": 8,
-    "d_mlp": 32,
-    "d_vocab": 11,
-    "n_ctx": 16,
-}
+TINY: dict[str, Any] = dict(CONFTEST_TINY)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -1,6 +1,7 @@
 """Checks of attention modules and kernels: causality, the reference formula, the KV cache."""
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,13 +94,18 @@ def reference_attention(
     return (weights @ v.double()).to(q.dtype)
 
 
-def check_matches_reference(subject: Subject) -> None:
-    """An exact kernel equals the textbook formula within float32 tolerance, at many lengths."""
+def _exact_kernel(subject: Subject) -> Any:
+    """The kernel under test, if it is a kernel that promises the exact formula."""
     if subject.kind != "attention_kernel":
         raise NotApplicable("only kernels are compared with the formula")
     if not subject.has("exact"):
         raise NotApplicable("it declares itself approximate (no 'exact' capability)")
-    kernel = _probe(subject).owner
+    return _probe(subject).owner
+
+
+def check_matches_reference(subject: Subject) -> None:
+    """An exact kernel equals the textbook formula within float32 tolerance, at many lengths."""
+    kernel = _exact_kernel(subject)
     window = subject.options.get("window")
     n_ctx = subject.spec().n_ctx
     generator = torch.Generator().manual_seed(0)
@@ -125,11 +131,7 @@ def check_matches_reference(subject: Subject) -> None:
 
 def check_gradients_match_reference(subject: Subject) -> None:
     """An exact kernel's gradients for queries, keys and values equal the textbook formula's."""
-    if subject.kind != "attention_kernel":
-        raise NotApplicable("only kernels are compared with the formula")
-    if not subject.has("exact"):
-        raise NotApplicable("it declares itself approximate (no 'exact' capability)")
-    kernel = _probe(subject).owner
+    kernel = _exact_kernel(subject)
     window = subject.options.get("window")
     generator = torch.Generator().manual_seed(1)
     for length in (5, 13):
