@@ -3,17 +3,8 @@
 import pytest
 
 import transformer_from_scratch as tfs
+from tests.conftest import TINY
 from transformer_from_scratch.conformance.tasks import memorise_loss, reverse_accuracy
-
-TINY = {
-    "d_model": 16,
-    "n_layers": 2,
-    "n_heads": 2,
-    "d_head": 8,
-    "d_mlp": 32,
-    "d_vocab": 11,
-    "n_ctx": 16,
-}
 
 
 @pytest.mark.parametrize("block", ["pre_norm", "post_norm", "res_post_norm"])

@@ -3,7 +3,6 @@
 import errno
 import json
 import os
-import pickle
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -82,15 +81,17 @@ def test_edited_metadata_is_detected(saved: tuple[tfs.Decoder, Path]) -> None:
         load_decoder(path)
 
 
+def _malicious_pickle(marker: Path) -> bytes:
+    """A pickle that, if ever loaded, would write ``marker`` (built opcode by opcode)."""
+    code = f"open({str(marker)!r}, 'w').write('pwned')".encode()
+    # PROTO 2, GLOBAL builtins.exec, BINUNICODE code, TUPLE1, REDUCE, STOP
+    return b"\x80\x02cbuiltins\nexec\nX" + len(code).to_bytes(4, "little") + code + b"\x85R."
+
+
 def test_a_pickle_renamed_safetensors_is_refused_never_unpickled(tmp_path: Path) -> None:
     marker = tmp_path / "was_unpickled"
-
-    class Trap:
-        def __reduce__(self) -> tuple[object, tuple[str]]:
-            return (marker.write_text, ("pwned",))
-
     path = tmp_path / "model.safetensors"
-    path.write_bytes(pickle.dumps({"weights": Trap()}))
+    path.write_bytes(_malicious_pickle(marker))
     with pytest.raises(
         tfs.CheckpointError, match=r"is a pickle .* refused: unpickling can run arbitrary code"
     ):

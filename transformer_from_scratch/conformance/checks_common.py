@@ -2,6 +2,7 @@
 
 import safetensors.torch
 import torch
+from safetensors.torch import load as read_safetensors
 
 from transformer_from_scratch.conformance.probes import Probe, probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
@@ -136,7 +137,7 @@ def check_safetensors_round_trip(subject: Subject) -> None:
         for tensor in fresh.owner.state_dict().values():
             if tensor.is_floating_point():
                 tensor.normal_()
-    fresh.owner.load_state_dict(safetensors.torch.load(blob))
+    fresh.owner.load_state_dict(read_safetensors(blob))
     inputs = p.inputs(BATCH, LENGTH)
     if not torch.equal(p.run(inputs), fresh.run(inputs)):
         raise CheckFailed(

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import safetensors.torch
 import torch
+from safetensors.torch import load as read_safetensors  # bytes -> tensors; never unpickles
 
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.decoder import Decoder
@@ -80,7 +81,7 @@ def deserialise(
             "can run arbitrary code. Re-save the weights with safetensors"
         )
     try:
-        tensors = safetensors.torch.load(blob)
+        tensors = read_safetensors(blob)
         metadata = _header(blob).get("__metadata__", {})
     except Exception as err:
         raise CheckpointError(
