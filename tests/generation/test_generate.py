@@ -78,3 +78,12 @@ def test_bad_sampling_options_are_refused() -> None:
         GenerationConfig(top_p=1.5)
     with pytest.raises(tfs.TfsError, match="top_k must be at least 1"):
         GenerationConfig(top_k=0)
+
+
+def test_streamed_bytes_wait_for_whole_characters() -> None:
+    from transformer_from_scratch.generation.generate import decode_stream
+    from transformer_from_scratch.training.tokenizers import ByteTokenizer
+
+    tokenizer = ByteTokenizer()
+    pieces = list(decode_stream(iter(tokenizer.encode("aé✓")), tokenizer.decode))
+    assert pieces == ["a", "é", "✓"]

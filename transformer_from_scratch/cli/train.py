@@ -138,8 +138,8 @@ def run_train(args: argparse.Namespace) -> int:
     if options.get("grad_clip") == 0:
         options["grad_clip"] = None
     result = train(TrainConfig(**options))
-    if not result.sample and not str(result.checkpoint).endswith(".safetensors"):
-        return 0  # a non-main distributed process
+    if not result.main:
+        return 0  # another process of a distributed run: rank 0 reports
     print(
         f"\nvalidation loss {result.val_loss:.4f} (nats/token), next-token accuracy "
         f"{result.val_accuracy:.1%} after {result.step} steps in {result.seconds:.0f} s"
@@ -155,6 +155,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from transformer_from_scratch.generation.generate import (
         GenerationConfig,
         can_cache,
+        decode_stream,
         fit_prompt,
         generate,
     )
@@ -164,23 +165,27 @@ def run_generate(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(args.prompt) if args.prompt else [tokenizer.eot]
     ids, dropped = fit_prompt(ids, decoder.spec.n_ctx)
     if dropped:
-        print(f"(the prompt was {dropped} tokens too long for the context window; its first "
-              f"{dropped} tokens were dropped)", file=sys.stderr)  # fmt: skip
+        print(
+            f"(the prompt was {dropped} tokens too long for the context window; its first "
+            f"{dropped} tokens were dropped)",
+            file=sys.stderr,
+        )
     if not args.no_cache and not can_cache(decoder):
         print(
             "(this model's attention cannot use a KV cache; recomputing each step)", file=sys.stderr
         )
-    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                              stop_token=tokenizer.eot, use_cache=not args.no_cache)  # fmt: skip
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop_token=tokenizer.eot,
+        use_cache=not args.no_cache,
+    )
     sys.stdout.write(args.prompt)
-    pending: list[int] = []
-    for token in generate(decoder, ids, config):
-        pending.append(token)
-        text = tokenizer.decode(pending)
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            pending = []
-    sys.stdout.write(tokenizer.decode(pending) + "\n")
+    for piece in decode_stream(generate(decoder, ids, config), tokenizer.decode):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return 0

@@ -7,7 +7,7 @@ When the sequence outgrows the context window, the oldest tokens are dropped and
 recomputed (absolute positions cannot be shifted inside a cache).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import torch
@@ -100,10 +100,14 @@ def generate_text(
     decoder: Decoder, tokenizer: Tokenizer, prompt: str, config: GenerationConfig
 ) -> Iterator[str]:
     """Yield decoded text pieces as they are generated (for streaming to a terminal)."""
-    decode = tokenizer.decode
     ids, _ = fit_prompt(tokenizer.encode(prompt) or [tokenizer.eot], decoder.spec.n_ctx)
+    yield from decode_stream(generate(decoder, ids, config), tokenizer.decode)
+
+
+def decode_stream(tokens: Iterator[int], decode: Callable[[Sequence[int]], str]) -> Iterator[str]:
+    """Text pieces as tokens arrive, holding back a byte token that ends mid-character."""
     pending: list[int] = []
-    for token in generate(decoder, ids, config):
+    for token in tokens:
         pending.append(token)
         text = decode(pending)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character

@@ -41,6 +41,7 @@ class TrainResult:
     checkpoint: Path
     sample: str
     seconds: float
+    main: bool = True  # False in the other processes of a distributed run (they write nothing)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -220,7 +221,6 @@ class Trainer:
             saved = run_folder.save(self.config.out_dir, self.step, self.decoder,
                                     self.tokenizer.describe(), *self._state())  # fmt: skip
             self.last_good = saved.model
-        assert self.last_good is not None or not self.world.main
         return self.last_good or self.config.out_dir
 
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -273,8 +273,9 @@ class Trainer:
         self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy})
         path = self.save()
         sample = self.sample() if self.world.main and self.config.sample_tokens else ""
+        seconds = time.perf_counter() - began
         return TrainResult(
-            self.step, val_loss, val_accuracy, path, sample, time.perf_counter() - began
+            self.step, val_loss, val_accuracy, path, sample, seconds, self.world.main
         )
 
     def _periodic(self, loss: float, speed: float) -> None:
