@@ -14,6 +14,11 @@ import torch
 
 import transformer_from_scratch as tfs
 
+# Tiny models run fastest on one thread, and several test processes (pytest -n, the CLI's
+# subprocesses) must not fight over the cores: one torch thread per process.
+THREADS = int(os.environ.get("TFS_TEST_THREADS", "1"))
+torch.set_num_threads(THREADS)
+
 TINY = {
     "d_model": 16,
     "n_layers": 2,
@@ -86,7 +91,7 @@ Tfs = Callable[..., subprocess.CompletedProcess[str]]
 def tfs_cli(tmp_path: Path) -> Tfs:
     """Run ``tfs ARGS`` as a user would; returns the completed process (never raises)."""
     script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    env = {**os.environ, "PYTHONWARNINGS": "default", "OMP_NUM_THREADS": str(THREADS)}
 
     def run(
         *args: str, cwd: Path = tmp_path, extra_env: dict[str, str] | None = None

@@ -5,7 +5,7 @@ import torch
 
 import transformer_from_scratch as tfs
 from transformer_from_scratch.components.flash import Flash
-from transformer_from_scratch.conformance.checks_attention import reference_attention
+from transformer_from_scratch.conformance.checks_kernel import reference_attention
 
 
 @pytest.mark.parametrize("length", [1, 3, 8, 9, 17])

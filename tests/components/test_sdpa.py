@@ -5,7 +5,7 @@ import torch
 
 import transformer_from_scratch as tfs
 from transformer_from_scratch.components.sdpa import SDPA
-from transformer_from_scratch.conformance.checks_attention import reference_attention
+from transformer_from_scratch.conformance.checks_kernel import reference_attention
 
 
 @pytest.mark.parametrize("window", [None, 2])

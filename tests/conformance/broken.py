@@ -13,8 +13,9 @@ from transformer_from_scratch.components.embedding import Embedding
 from transformer_from_scratch.components.gelu import GELU
 from transformer_from_scratch.components.layer_norm import LayerNorm
 from transformer_from_scratch.components.multi_head import MultiHead
+from transformer_from_scratch.components.pre_norm import PreNorm
 from transformer_from_scratch.core.cache import LayerCache
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import affine, causal_mask
 
 
 class _Kernel(nn.Module):
@@ -185,6 +186,149 @@ class WrongBackward(_Kernel):
         return super().scores(q, halved)
 
 
+class TiledKernel(_Kernel):
+    """Online softmax over key tiles of 128 (FlashAttention's forward), with or without rescaling.
+
+    With ``rescale = False`` it forgets to rescale the running sums when a later tile raises the
+    maximum: exact within one tile, wrong past it.
+    """
+
+    tile, rescale = 128, False
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        best = torch.full(q.shape[:-1], float("-inf"), dtype=q.dtype, device=q.device)
+        total, acc = torch.zeros_like(best), torch.zeros_like(q)
+        for s in range(0, k.shape[-2], self.tile):
+            e = s + self.tile
+            scores = self.scores(q, k[..., s:e, :])
+            if score_bias is not None:
+                scores = scores + score_bias[..., s:e]
+            hidden = self.hidden(query_positions, key_positions[s:e])
+            scores = scores.masked_fill(hidden, float("-inf"))
+            new = torch.maximum(best, scores.amax(-1))
+            safe = torch.where(torch.isinf(new), torch.zeros_like(new), new)
+            probs = torch.exp(scores - safe[..., None])
+            factor = torch.exp(best - safe) if self.rescale else torch.ones_like(safe)
+            total = total * factor + probs.sum(-1)
+            acc = acc * factor[..., None] + probs @ v[..., s:e, :]
+            best = new
+        return acc / total[..., None]
+
+
+class ForgetsRescale(TiledKernel):
+    """A tiled kernel whose running sums are never rescaled (see :class:`TiledKernel`)."""
+
+
+class SingleQueryShortcut(_Kernel):
+    """A "fast path" for one query (the decoding case) that forgets the 1/sqrt(d_head) scale."""
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        if q.shape[-2] == 1:
+            return q @ k.transpose(-1, -2)
+        return super().scores(q, k)
+
+
+class IgnoresWindow(_Kernel):
+    """Takes a ``window`` option and declares 'sliding_window', but never applies it."""
+
+    def __init__(self, dims: tfs.Dims, window: int | None = None) -> None:
+        super().__init__(dims)
+        self.window = window
+
+
+class WindowOffByOne(IgnoresWindow):
+    """Each query sees ``window + 1`` keys instead of ``window``."""
+
+    def hidden(self, qp: Tensor, kp: Tensor) -> Tensor:
+        offset = qp[:, None] - kp[None, :]
+        hidden = offset < 0
+        return hidden if self.window is None else hidden | (offset > self.window)
+
+
+class ApproxIgnoresBias(_Kernel):
+    """An approximate kernel that declares 'score_bias' and drops the bias."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        return super().forward(q, k, v, query_positions=query_positions,
+                               key_positions=key_positions)  # fmt: skip
+
+
+class ApproxDetachesValues(_Kernel):
+    """An approximate kernel that detaches the values, so W_V never learns."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        return super().forward(q, k, v.detach(), query_positions=query_positions,
+                               key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+
+
+class PositionFromEnd(tfs.PositionalEncoding):
+    """Learned position vectors counted back from the end of the sequence it is given.
+
+    Within one full pass it looks right; fed one token at a time, every token is "the last".
+    """
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__()
+        self.table = nn.Parameter(0.5 * torch.randn(dims.n_ctx, dims.d_model))
+
+    def embed(self, positions: Tensor) -> Tensor:
+        return self.table[positions[-1] - positions]
+
+
+class DropsCache(PreNorm):
+    """A pre-norm block that never hands the KV cache on to its attention."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        return super().forward(residual, positional=positional, positions=positions)
+
+
+class NaiveSiLU(GELU):
+    """SwiGLU's gate written as ``x * exp(x) / (1 + exp(x))``: overflows for large x."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = affine(residual, self.W_in, self.b_in)
+        return affine(pre * torch.exp(pre) / (1 + torch.exp(pre)), self.W_out, self.b_out)
+
+
+class MovesToCPU(GELU):
+    """Moves its output to the CPU (a habit from debugging): wrong on any GPU."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return super().forward(residual).cpu()
+
+
+class MakesTensorOnCPU(GELU):
+    """Multiplies by a gate made with ``torch.ones(d)``, without ``device=``."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return super().forward(residual) * torch.ones(residual.shape[-1], dtype=residual.dtype)
+
+
+class DetachedValues(_Kernel):
+    """An exact kernel that detaches its values: a correct forward pass, no gradient to V."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        return super().forward(q, k, v.detach(), query_positions=query_positions,
+                               key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+
+
+class LogDistanceBias(tfs.PositionalEncoding):
+    """ALiBi written with ``log(distance)``: ``log(0)`` on the diagonal gives +inf and NaN."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__()
+        self.n_heads = dims.n_heads
+
+    def score_bias(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        distance = (query_positions[:, None] - key_positions[None, :]).float()
+        return -torch.log(distance.clamp_min(0))[None].expand(self.n_heads, -1, -1)
+
+
 # (kind, name, factory, capabilities, checks that must catch it)
 BROKEN = [
     ("attention_kernel", "sees_one_future_token", SeesOneFutureToken, ["exact", "kv_cache"], {"check_causal_by_perturbation", "check_causal_by_gradient", "check_matches_reference", "check_decoder_causal"}),
@@ -201,4 +345,18 @@ BROKEN = [
     ("mlp", "always_float32", AlwaysFloat32, [], {"check_float64"}),
     ("mlp", "dropout_in_eval", DropoutInEval, [], {"check_eval_deterministic"}),
     ("unembedding", "tied_by_copy", TiedByCopy, ["tied"], {"check_tied_shares_tensor"}),
+    # Issue 9: each caught by a check that the suite did not have before.
+    ("positional", "position_from_end", PositionFromEnd, ["additive"], {"check_decoder_kv_cache", "check_decoder_prefix_stable"}),
+    ("block", "drops_cache", DropsCache, ["identity_path"], {"check_decoder_kv_cache"}),
+    ("attention_kernel", "single_query_shortcut", SingleQueryShortcut, ["exact", "kv_cache"], {"check_kv_cache_matches_full_forward", "check_decoder_kv_cache"}),
+    ("attention_kernel", "forgets_rescale", ForgetsRescale, ["exact", "kv_cache", "score_bias"], {"check_matches_reference"}),
+    ("attention_kernel", "ignores_window", IgnoresWindow, ["exact", "kv_cache", "sliding_window"], {"check_matches_reference", "check_gradients_match_reference"}),
+    ("attention_kernel", "window_off_by_one", WindowOffByOne, ["exact", "kv_cache", "sliding_window"], {"check_matches_reference"}),
+    ("attention_kernel", "approx_ignores_bias", ApproxIgnoresBias, ["kv_cache", "score_bias"], {"check_score_bias_changes_output"}),
+    ("attention_kernel", "approx_detaches_values", ApproxDetachesValues, ["kv_cache"], {"check_gradient_reaches_inputs"}),
+    ("attention_kernel", "detached_values", DetachedValues, ["exact", "kv_cache"], {"check_gradient_reaches_inputs", "check_gradients_match_reference"}),
+    ("mlp", "naive_silu", NaiveSiLU, [], {"check_finite_at_scale"}),
+    ("mlp", "moves_to_cpu", MovesToCPU, [], {"check_follows_device"}),
+    ("mlp", "makes_tensor_on_cpu", MakesTensorOnCPU, [], {"check_follows_device"}),
+    ("positional", "log_distance_bias", LogDistanceBias, ["score_bias"], {"check_finite", "check_combinations"}),
 ]  # fmt: skip

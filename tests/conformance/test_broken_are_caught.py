@@ -1,20 +1,22 @@
-"""The suite has teeth: every deliberately broken implementation is caught by name."""
+"""The suite has teeth: every deliberately broken implementation is caught by name, and every
+correct one that merely differs from the built-ins passes."""
 
 import pytest
 
 import transformer_from_scratch as tfs
 from tests.conformance.broken import BROKEN
+from tests.conformance.correct import CORRECT
 from transformer_from_scratch import conformance
 from transformer_from_scratch.core.registry import Provider
 
 
 @pytest.fixture(scope="module")
-def broken_registry() -> tfs.Registry:
+def test_registry() -> tfs.Registry:
     registry = tfs.load_registry(autoload=False)
-    broken = tfs.Registry(Provider("broken", "tests", "0"))
-    for kind, name, factory, capabilities, _ in BROKEN:
-        broken.register(kind, name, factory, capabilities=capabilities)
-    registry.merge(broken)
+    extra = tfs.Registry(Provider("broken-and-correct", "tests", "0"))
+    for kind, name, factory, capabilities, *_ in BROKEN + CORRECT:
+        extra.register(kind, name, factory, capabilities=capabilities)
+    registry.merge(extra)
     return registry
 
 
@@ -24,13 +26,81 @@ def broken_registry() -> tfs.Registry:
     ids=[f"{k}/{n}" for k, n, *_ in BROKEN],
 )
 def test_each_broken_implementation_is_caught_by_the_named_checks(
-    broken_registry: tfs.Registry, kind: str, name: str, must_catch: set[str]
+    test_registry: tfs.Registry, kind: str, name: str, must_catch: set[str]
 ) -> None:
-    subject = conformance.Subject(broken_registry.get(kind, name), broken_registry)
-    report = conformance.run([subject])
+    report = conformance.run(conformance.select(test_registry, [f"{kind}/{name}"]))
     caught = {r.check for r in report.failed}
     assert must_catch <= caught, (
         f"not caught by {sorted(must_catch - caught)}; caught by {sorted(caught)}"
     )
     for result in report.failed:
         assert result.message, f"{result.check} failed without saying why"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"), [(k, n) for k, n, *_ in CORRECT], ids=[f"{k}/{n}" for k, n, *_ in CORRECT]
+)
+def test_each_correct_variant_passes(test_registry: tfs.Registry, kind: str, name: str) -> None:
+    report = conformance.run(conformance.select(test_registry, [f"{kind}/{name}"]))
+    assert report.ok, report.details()
+
+
+def test_a_float32_internal_kernel_passes_and_is_told_why_it_is_not_float64_exact(
+    test_registry: tfs.Registry,
+) -> None:
+    [subject] = conformance.select(test_registry, ["float32_softmax"])
+    check = next(c for c in conformance.CHECKS if c.name == "check_gradients_match_reference")
+    result = conformance.run_one(subject, check)
+    assert result.outcome is conformance.Outcome.PASSED
+    assert "not float64" in result.message and "lower precision" in result.message
+
+
+def test_autograd_errors_are_put_as_the_property(test_registry: tfs.Registry) -> None:
+    report = conformance.run(conformance.select(test_registry, ["detached_values"]))
+    messages = {r.check: r.message for r in report.failed}
+    assert messages["check_gradients_match_reference"] == (
+        "no gradient reaches the values: is something detached?"
+    )
+    assert "RuntimeError" not in " ".join(messages.values())
+
+
+def test_a_broken_partner_is_blamed_not_the_correct_subject(test_registry: tfs.Registry) -> None:
+    [kernel] = conformance.select(test_registry, ["tiled_rescaled"])
+    check = next(c for c in conformance.CHECKS if c.name == "check_combinations_with_plugins")
+    result = conformance.run_one(kernel, check)
+    assert result.outcome is conformance.Outcome.PASSED, result.message
+    assert "positional/log_distance_bias is at fault" in result.message
+    [broken] = conformance.select(test_registry, ["log_distance_bias"])
+    assert conformance.run_one(broken, check).failed
+
+
+def test_the_built_in_flash_runs_several_tiles_and_every_window() -> None:
+    ids = {s.id for s in conformance.select(names=["flash"])}
+    assert ids == {
+        "attention_kernel/flash",
+        "attention_kernel/flash[tile=4]",
+        *(f"attention_kernel/flash[tile=4,window={w}]" for w in conformance.WINDOWS),
+    }
+    assert min(conformance.WINDOWS) == 1 and max(conformance.WINDOWS) > 600
+
+
+def test_declared_options_reach_pytest_params() -> None:
+    ids = {p.id for p in conformance.pytest_params(names=["materialized"])}
+    assert "attention_kernel/materialized[window=1]/check_matches_reference" in ids
+    assert "attention_kernel/materialized/check_matches_reference" in ids
+
+
+def test_learning_checks_run_once_per_implementation() -> None:
+    [variant] = conformance.select(names=["materialized"], options={"window": 3})
+    check = next(c for c in conformance.CHECKS if c.name == "check_decoder_trains")
+    result = conformance.run_one(variant, check)
+    assert result.outcome is conformance.Outcome.NOT_APPLICABLE
+    assert "default options" in result.message
+
+
+def test_check_options_that_the_factory_does_not_take_are_refused() -> None:
+    registry = tfs.Registry()
+    with pytest.raises(tfs.TfsError, match=r"check_options\[0\]\.tyle.*did you mean 'tile'"):
+        from transformer_from_scratch.components.flash import Flash
+
+        registry.register("attention_kernel", "mine", Flash, check_options=[{"tyle": 4}])

@@ -24,10 +24,12 @@ from transformer_from_scratch.conformance.results import (
 from transformer_from_scratch.conformance.subject import Subject
 from transformer_from_scratch.conformance.suite import (
     CHECKS,
+    WINDOWS,
     Check,
     assert_conforms,
     check,
     checks_for,
+    option_sets,
     pytest_params,
     run,
     run_one,
@@ -36,6 +38,7 @@ from transformer_from_scratch.conformance.suite import (
 
 __all__ = [
     "CHECKS",
+    "WINDOWS",
     "Check",
     "CheckFailed",
     "CheckResult",
@@ -46,6 +49,7 @@ __all__ = [
     "assert_conforms",
     "check",
     "checks_for",
+    "option_sets",
     "pytest_params",
     "run",
     "run_one",

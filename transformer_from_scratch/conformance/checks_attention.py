@@ -1,19 +1,19 @@
-"""Checks of attention modules and kernels: causality, the reference formula, the KV cache."""
-
-import math
-from typing import Any
+"""Checks of attention modules and kernels: causality, the KV cache, positions, learning."""
 
 import torch
-from torch import Tensor
 
+from transformer_from_scratch.conformance import checks_kernel
 from transformer_from_scratch.conformance.checks_common import BATCH, _probe
 from transformer_from_scratch.conformance.compare import first_difference, require_finite
+from transformer_from_scratch.conformance.probes import probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
 from transformer_from_scratch.conformance.subject import Subject
 from transformer_from_scratch.conformance.tasks import flagged_copy_accuracy
 from transformer_from_scratch.core.cache import LayerCache
+from transformer_from_scratch.core.kinds import PositionalEncoding
 
 LENGTH = 7
+CHUNKS = [(0, 3), (3, 4), (4, 5), (5, LENGTH)]
 
 
 def check_causal_by_perturbation(subject: Subject) -> None:
@@ -74,140 +74,79 @@ def check_causal_by_gradient(subject: Subject) -> None:
                 )
 
 
-def reference_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    q_pos: Tensor,
-    k_pos: Tensor,
-    bias: Tensor | None = None,
-    window: int | None = None,
-) -> Tensor:
-    """The textbook formula, independent of every kernel: softmax(QK^T/sqrt(d) + bias + mask) V."""
-    scores = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) / math.sqrt(q.shape[-1])
-    if bias is not None:
-        scores = scores + bias.double()
-    allowed = k_pos[None, :] <= q_pos[:, None]
-    if window is not None:
-        allowed = allowed & (q_pos[:, None] - k_pos[None, :] < window)
-    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    return (weights @ v.double()).to(q.dtype)
-
-
-def _exact_kernel(subject: Subject) -> Any:
-    """The kernel under test, if it is a kernel that promises the exact formula."""
-    if subject.kind != "attention_kernel":
-        raise NotApplicable("only kernels are compared with the formula")
-    if not subject.has("exact"):
-        raise NotApplicable("it declares itself approximate (no 'exact' capability)")
-    return _probe(subject).owner
-
-
-def check_matches_reference(subject: Subject) -> None:
-    """An exact kernel equals the textbook formula within float32 tolerance, at many lengths."""
-    kernel = _exact_kernel(subject)
-    window = subject.options.get("window")
-    n_ctx = subject.spec().n_ctx
-    generator = torch.Generator().manual_seed(0)
-    for length in sorted({1, 2, 5, 7, 13, 17, n_ctx}):
-        q, k, v = (torch.randn(2, 2, length, 8, generator=generator) for _ in range(3))
-        pos = torch.arange(length)
-        bias = (
-            torch.randn(2, length, length, generator=generator)
-            if subject.has("score_bias")
-            else None
-        )
-        out = kernel(q, k, v, query_positions=pos, key_positions=pos, score_bias=bias)
-        expected = reference_attention(q, k, v, pos, pos, bias, window)
-        if not torch.allclose(out, expected, atol=1e-5, rtol=1e-4):
-            diff = (out - expected).abs()
-            query = int(diff.amax(dim=(0, 1, 3)).argmax())
-            raise CheckFailed(
-                f"at length {length}, query position {query} differs from "
-                f"softmax(QK^T/sqrt(d_head) + mask)V by {diff.max().item():.3g}; "
-                "check the score scale, the mask and the softmax axis"
-            )
-
-
-def check_gradients_match_reference(subject: Subject) -> None:
-    """An exact kernel's gradients for queries, keys and values equal the textbook formula's."""
-    kernel = _exact_kernel(subject)
-    window = subject.options.get("window")
-    generator = torch.Generator().manual_seed(1)
-    for length in (5, 13):
-        inputs = [
-            torch.randn(2, 2, length, 8, generator=generator, dtype=torch.float64) for _ in range(3)
-        ]
-        weights = torch.randn(2, 2, length, 8, generator=generator, dtype=torch.float64)
-        pos = torch.arange(length)
-        grads = []
-        for run in (kernel, None):
-            q, k, v = (x.clone().requires_grad_() for x in inputs)
-            if run is None:
-                out = reference_attention(q, k, v, pos, pos, window=window)
-            else:
-                out = run(q, k, v, query_positions=pos, key_positions=pos)
-            grads.append(torch.autograd.grad((out * weights).sum(), (q, k, v)))
-        for name, mine, ref in zip(("queries", "keys", "values"), *grads, strict=True):
-            if not torch.allclose(mine, ref, atol=1e-8, rtol=1e-6):
-                diff = (mine - ref).abs().max().item()
-                raise CheckFailed(
-                    f"at length {length}, the gradient for the {name} differs from the "
-                    f"formula's by {diff:.3g}: the backward pass is wrong"
-                )
-
-
 def check_kv_cache_matches_full_forward(subject: Subject) -> None:
-    """Decoding a few positions at a time with a cache gives the full forward pass's outputs."""
+    """Decoding with a cache, a position at a time and in chunks, gives the full pass's outputs."""
     if not subject.has("kv_cache"):
         raise NotApplicable(
             "it does not declare 'kv_cache'; decoding falls back to recomputing the prefix"
         )
     if subject.kind == "attention_kernel":
-        return _kernel_cache(subject)
-    if subject.kind != "attention":
-        raise NotApplicable("only attention modules and kernels hold a cache")
+        return checks_kernel.kernel_cache_matches_full_forward(subject)
     p = _probe(subject)
     x = p.inputs(BATCH, LENGTH)["residual"]
     full = require_finite(
         p.owner(x, positional=p.decoder.positional, positions=torch.arange(LENGTH))
     )
-    cache, pieces = LayerCache(), []
-    for start, stop in [(0, 3), (3, 4), (4, 5), (5, LENGTH)]:
-        pieces.append(
-            p.owner(
-                x[:, start:stop],
-                positional=p.decoder.positional,
-                positions=torch.arange(start, stop),
-                cache=cache,
+    steps = [(t, t + 1) for t in range(LENGTH)]
+    for how, chunks in (("one position at a time", steps), ("in chunks", CHUNKS)):
+        cache, pieces = LayerCache(), []
+        for start, stop in chunks:
+            pieces.append(
+                p.owner(
+                    x[:, start:stop],
+                    positional=p.decoder.positional,
+                    positions=torch.arange(start, stop),
+                    cache=cache,
+                )
             )
-        )
-    _compare_cached(torch.cat(pieces, dim=1), full, pos_dim=1)
+        checks_kernel.compare_cached(torch.cat(pieces, dim=1), full, pos_dim=1, how=how)
 
 
-def _kernel_cache(subject: Subject) -> None:
-    kernel = _probe(subject).owner
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 2, LENGTH, 8, generator=generator) for _ in range(3))
+def _positional_effect(subject: Subject, positional_name: str) -> float:
+    """How much (relative to its size) the output moves when ``positional_name`` is used."""
+    p = probe(subject, subject.decoder(positional=positional_name).eval())
+    x = p.inputs(BATCH, LENGTH)["residual"]
     pos = torch.arange(LENGTH)
-    full = require_finite(kernel(q, k, v, query_positions=pos, key_positions=pos))
-    tail = kernel(q[:, :, 4:], k, v, query_positions=pos[4:], key_positions=pos)
-    _compare_cached(tail, full[:, :, 4:], pos_dim=2, offset=4)
+    with torch.no_grad():
+        used = p.owner(x, positional=p.decoder.positional, positions=pos)
+        neutral = p.owner(x, positional=PositionalEncoding(), positions=pos)
+    return float((used - neutral).abs().max() / neutral.abs().max().clamp_min(1e-12))
 
 
-def _compare_cached(cached: Tensor, full: Tensor, pos_dim: int, offset: int = 0) -> None:
-    if cached.shape != full.shape:
+def check_score_bias_changes_output(subject: Subject) -> None:
+    """A declared score bias (ALiBi's, or any) changes the output: it is not dropped."""
+    if not subject.has("score_bias"):
+        raise NotApplicable("it does not declare 'score_bias'")
+    if subject.options.get("window") == 1:
+        raise NotApplicable("with a window of one key, each query's weight is 1 whatever the bias")
+    if subject.kind == "attention":
+        effect = _positional_effect(subject, "alibi")
+    elif subject.kind == "attention_kernel":
+        kernel = _probe(subject).owner
+        generator = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(2, 2, LENGTH, 8, generator=generator) for _ in range(3))
+        bias = 3 * torch.randn(2, LENGTH, LENGTH, generator=generator)
+        pos = torch.arange(LENGTH)
+        with_bias = kernel(q, k, v, query_positions=pos, key_positions=pos, score_bias=bias)
+        without = kernel(q, k, v, query_positions=pos, key_positions=pos)
+        effect = float((with_bias - without).abs().max() / without.abs().max())
+    else:
+        raise NotApplicable("score biases are taken by attention modules and kernels")
+    if not effect > 1e-3:
         raise CheckFailed(
-            f"cached decoding returned shape {tuple(cached.shape)}, the full pass "
-            f"{tuple(full.shape)}"
+            "it declares 'score_bias' but a score bias does not change its output: is the bias "
+            "ignored (or not passed on to the kernel)?"
         )
-    first = first_difference(cached, full, pos_dim, atol=1e-5)
-    if first is not None:
-        pos = offset + first
+
+
+def check_rotation_changes_output(subject: Subject) -> None:
+    """Attention declaring 'rotary' applies the rotation: rotary changes its output."""
+    if subject.kind != "attention" or not subject.has("rotary"):
+        raise NotApplicable("only attention modules declaring 'rotary' rotate queries and keys")
+    if not _positional_effect(subject, "rotary") > 1e-3:
         raise CheckFailed(
-            f"with a cache, position {pos} differs from the full forward pass by "
-            f"{(cached - full).abs().max().item():.3g}; is an old key dropped or a position "
-            "offset wrong?"
+            "it declares 'rotary' but rotating queries and keys does not change its output: is "
+            "positional.rotate() called on them?"
         )
 
 

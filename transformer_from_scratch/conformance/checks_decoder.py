@@ -14,6 +14,9 @@ from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.errors import IncompatibleComponentsError
 from transformer_from_scratch.core.functional import next_token_loss
+from transformer_from_scratch.core.plugins import DISTRIBUTION
+from transformer_from_scratch.core.registry import Entry
+from transformer_from_scratch.core.spec import DecoderSpec
 from transformer_from_scratch.core.validate import fit_problems
 
 LENGTH = 9
@@ -76,32 +79,82 @@ def check_decoder_checkpoint_round_trip(subject: Subject) -> None:
         )
 
 
-def check_combinations(subject: Subject) -> None:
-    """With every registered partner (kernel x positional) it builds causally or is refused."""
-    partner_kind = {"attention_kernel": "positional", "positional": "attention_kernel"}.get(
-        subject.kind
-    )
+PARTNER_KIND = {"attention_kernel": "positional", "positional": "attention_kernel"}
+
+
+def _partners(subject: Subject, builtin: bool) -> tuple[str, list[Entry]]:
+    partner_kind = PARTNER_KIND.get(subject.kind)
     if partner_kind is None:
         raise NotApplicable("combinations are checked between kernels and positional encodings")
-    for partner in subject.registry.entries(partner_kind):
-        spec = subject.spec(**{partner_kind: partner.name})
-        misfits = fit_problems(spec, subject.registry)
-        pair = f"{subject.id} with {partner.id}"
-        if misfits:
-            _expect_refusal(subject, spec, pair)
-            continue
-        problem = _causal_problem(build_decoder(spec, subject.registry))
-        if problem:
-            raise CheckFailed(f"{pair}: {problem}")
+    entries = [
+        e
+        for e in subject.registry.entries(partner_kind)
+        if (e.provider.distribution == DISTRIBUTION) == builtin
+    ]
+    return partner_kind, entries
 
 
-def _expect_refusal(subject: Subject, spec: object, pair: str) -> None:
+def pair_problem(subject: Subject, partner: Entry) -> str | None:
+    """What goes wrong with ``partner`` in the other slot: built causally, or refused by name."""
+    spec = subject.spec(**{partner.kind: partner.name})
     try:
-        build_decoder(spec, subject.registry)  # type: ignore[arg-type]
+        if fit_problems(spec, subject.registry):
+            return _refusal_problem(subject, spec)
+        return _causal_problem(build_decoder(spec, subject.registry))
+    except CheckFailed as failed:
+        return str(failed)
+    except Exception as exc:  # a crash in either half is a problem of the pair
+        return f"raised {type(exc).__name__}: {exc}"
+
+
+def check_combinations(subject: Subject) -> None:
+    """With every built-in partner (kernel x positional) it builds causally or is refused."""
+    _, partners = _partners(subject, builtin=True)
+    for partner in partners:
+        problem = pair_problem(subject, partner)
+        if problem:
+            raise CheckFailed(f"{subject.id} with {partner.id}: {problem}")
+
+
+def check_combinations_with_plugins(subject: Subject) -> str | None:
+    """With each installed third-party partner it works; a broken partner is blamed, not it."""
+    partner_kind, partners = _partners(subject, builtin=False)
+    partners = [p for p in partners if p.id != subject.entry.id]
+    if not partners:
+        raise NotApplicable(f"no third-party {partner_kind} implementation is installed")
+    notes = []
+    for partner in partners:
+        problem = pair_problem(subject, partner)
+        if problem is None:
+            continue
+        notes.append(_blame(subject, partner, f"{subject.id} with {partner.id}: {problem}"))
+    return "; ".join(notes) or None
+
+
+def _blame(subject: Subject, partner: Entry, failure: str) -> str:
+    """Which half of a failing pair is at fault: each is tried with a built-in instead."""
+    partner_as_subject = Subject(partner, subject.registry)
+    builtin_partner = partner_as_subject.default_entry()
+    mine = pair_problem(subject, builtin_partner)
+    if mine is not None:
+        raise CheckFailed(f"{failure}; it fails with the built-in {builtin_partner.id} too: {mine}")
+    theirs = pair_problem(partner_as_subject, subject.default_entry())
+    if theirs is None:
+        raise CheckFailed(
+            f"{failure}. Each works with the built-ins, so the pair is incompatible: declare "
+            "capabilities that let the builder refuse it"
+        )
+    return (
+        f"{partner.id} is at fault, not {subject.id}: it fails with the built-in "
+        f"{subject.default_entry().id} too ({theirs}); run `tfs check {partner.id}`"
+    )
+
+
+def _refusal_problem(subject: Subject, spec: DecoderSpec) -> str | None:
+    try:
+        build_decoder(spec, subject.registry)
     except IncompatibleComponentsError as err:
         if subject.entry.name not in str(err):
-            raise CheckFailed(
-                f"{pair} is refused, but the message does not name {subject.id}: {err}"
-            ) from err
-        return
-    raise CheckFailed(f"{pair} should be refused (their capabilities do not fit) but it built")
+            return f"it is refused, but the message does not name {subject.id}: {err}"
+        return None
+    return "it should be refused (their capabilities do not fit) but it built"

@@ -100,11 +100,13 @@ class Report:
         return "\n".join([header, *rows, "", "checks:", *legend, "", marks])
 
     def details(self) -> str:
-        """One line per failure, expected failure and not-applicable, with its reason."""
+        """One line per failure, expected failure and not-applicable with its reason, and per
+        pass that came with a note (``note``)."""
         return "\n".join(
-            f"{r.outcome.value:5}  {r.subject} {r.check}: {r.message}"
+            f"{'note' if r.outcome is Outcome.PASSED else r.outcome.value:5}  {r.subject} "
+            f"{r.check}: {r.message}"
             for r in self.results
-            if r.outcome is not Outcome.PASSED
+            if r.outcome is not Outcome.PASSED or r.message
         )
 
     def summary(self) -> str:

@@ -40,8 +40,17 @@ class Subject:
 
     @property
     def id(self) -> str:
-        """``kind/name``."""
-        return self.entry.id
+        """``kind/name``, then ``[option=value,...]`` when checked with non-default options."""
+        if not self.options:
+            return self.entry.id
+        shown = ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
+                         for k, v in sorted(self.options.items()))  # fmt: skip
+        return f"{self.entry.id}[{shown}]"
+
+    @property
+    def is_variant(self) -> bool:
+        """Whether it is checked with options other than its factory's defaults."""
+        return bool(self.options)
 
     @property
     def kind(self) -> str:
@@ -51,6 +60,11 @@ class Subject:
     def has(self, capability: str) -> bool:
         """Whether the implementation declares ``capability``."""
         return capability in self.entry.capabilities
+
+    def default_entry(self) -> Entry:
+        """The built-in implementation that fills this kind's slot in the tiny spec by default."""
+        name = getattr(DecoderSpec.from_dict(TINY_SIZES).components, self.kind).name
+        return self.registry.get(self.kind, name)
 
     def spec(self, **changes: Any) -> DecoderSpec:
         """The tiny spec with this implementation in its slot (``changes`` override)."""

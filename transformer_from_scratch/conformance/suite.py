@@ -23,10 +23,19 @@ from transformer_from_scratch.conformance import (
     checks_decoder as dec,
 )
 from transformer_from_scratch.conformance import (
+    checks_incremental as inc,
+)
+from transformer_from_scratch.conformance import (
+    checks_kernel as ker,
+)
+from transformer_from_scratch.conformance import (
     checks_parts as parts,
 )
 from transformer_from_scratch.conformance import (
     checks_positional as pos,
+)
+from transformer_from_scratch.conformance import (
+    checks_robust as rob,
 )
 from transformer_from_scratch.conformance.results import (
     CheckFailed,
@@ -38,7 +47,7 @@ from transformer_from_scratch.conformance.results import (
 from transformer_from_scratch.conformance.subject import Subject
 from transformer_from_scratch.core.errors import TfsError, did_you_mean, unknown_name_message
 from transformer_from_scratch.core.plugins import default_registry, load_registry
-from transformer_from_scratch.core.registry import Factory, Provider, Registry
+from transformer_from_scratch.core.registry import Entry, Factory, Provider, Registry
 
 ALL = frozenset(
     [
@@ -57,10 +66,15 @@ ExpectedFailures = Mapping[str, Mapping[str, str]]
 
 @attrs.frozen
 class Check:
-    """A named property check and the kinds it applies to."""
+    """A named property check and the kinds it applies to.
 
-    function: Callable[[Subject], None]
+    A ``learning`` check trains something; it runs once per implementation, with its default
+    options, not again for each option set it is checked with.
+    """
+
+    function: Callable[[Subject], str | None]
     kinds: frozenset[str]
+    learning: bool = False
 
     @property
     def name(self) -> str:
@@ -77,37 +91,47 @@ def _on(*kinds: str) -> frozenset[str]:
     return frozenset(kinds)
 
 
+KERNELS = _on("attention", "attention_kernel")
 CHECKS: tuple[Check, ...] = (
     Check(common.check_builds, ALL),
     Check(common.check_output_contract, ALL),
     Check(common.check_finite, ALL),
+    Check(rob.check_finite_at_scale, ALL),
     Check(common.check_gradient_reaches_every_parameter, ALL),
     Check(common.check_eval_deterministic, ALL),
     Check(common.check_batch_independent, ALL),
     Check(common.check_float64, ALL),
     Check(common.check_bfloat16, ALL),
+    Check(rob.check_follows_device, ALL),
     Check(common.check_safetensors_round_trip, ALL),
     Check(common.check_moves_device, ALL),
-    Check(att.check_causal_by_perturbation, _on("attention", "attention_kernel")),
-    Check(att.check_causal_by_gradient, _on("attention", "attention_kernel")),
-    Check(att.check_matches_reference, _on("attention_kernel")),
-    Check(att.check_gradients_match_reference, _on("attention_kernel")),
-    Check(att.check_kv_cache_matches_full_forward, _on("attention", "attention_kernel")),
-    Check(att.check_learns_flagged_copy, _on("attention")),
-    Check(pos.check_position_reaches_model, _on("positional")),
+    Check(att.check_causal_by_perturbation, KERNELS),
+    Check(att.check_causal_by_gradient, KERNELS),
+    Check(ker.check_gradient_reaches_inputs, _on("attention_kernel")),
+    Check(ker.check_matches_reference, _on("attention_kernel")),
+    Check(ker.check_matches_reference_bfloat16, _on("attention_kernel")),
+    Check(ker.check_gradients_match_reference, _on("attention_kernel")),
+    Check(att.check_kv_cache_matches_full_forward, KERNELS),
+    Check(att.check_score_bias_changes_output, KERNELS),
+    Check(att.check_rotation_changes_output, _on("attention")),
+    Check(att.check_learns_flagged_copy, _on("attention"), learning=True),
+    Check(pos.check_position_reaches_model, _on("positional"), learning=True),
     Check(pos.check_distinct_positions, _on("positional")),
     Check(pos.check_rotary_is_relative, _on("positional")),
-    Check(parts.check_learns_bigrams, _on("embedding", "unembedding")),
+    Check(parts.check_learns_bigrams, _on("embedding", "unembedding"), learning=True),
     Check(parts.check_tied_shares_tensor, _on("unembedding")),
     Check(parts.check_normalises, _on("norm")),
     Check(parts.check_norm_invariances, _on("norm")),
-    Check(parts.check_learns_nonlinear, _on("mlp")),
+    Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
     Check(parts.check_block_identity_path, _on("block")),
     Check(parts.check_block_uses_both_sublayers, _on("block")),
     Check(dec.check_decoder_causal, ALL),
-    Check(dec.check_decoder_trains, ALL),
+    Check(inc.check_decoder_prefix_stable, ALL),
+    Check(inc.check_decoder_kv_cache, ALL),
+    Check(dec.check_decoder_trains, ALL, learning=True),
     Check(dec.check_decoder_checkpoint_round_trip, ALL),
     Check(dec.check_combinations, _on("attention_kernel", "positional")),
+    Check(dec.check_combinations_with_plugins, _on("attention_kernel", "positional")),
 )
 
 
@@ -132,14 +156,16 @@ def run_one(subject: Subject, check: Check, expected: str | None = None) -> Chec
 
 def _attempt(subject: Subject, check: Check) -> tuple[Outcome, str]:
     try:
-        check.function(subject)
+        if check.learning and subject.is_variant:
+            raise NotApplicable("learning checks run once, with the default options")
+        note = check.function(subject)
     except NotApplicable as reason:
         return Outcome.NOT_APPLICABLE, f"not applicable: {reason}"
     except CheckFailed as failure:
         return Outcome.FAILED, str(failure)
     except Exception as exc:  # a crash inside the implementation is a failure, not an error
         return Outcome.FAILED, f"raised {type(exc).__name__}: {exc}"
-    return Outcome.PASSED, ""
+    return Outcome.PASSED, note or ""
 
 
 def run(subjects: Iterable[Subject], expected_failures: ExpectedFailures | None = None) -> Report:
@@ -153,13 +179,35 @@ def run(subjects: Iterable[Subject], expected_failures: ExpectedFailures | None 
     return report
 
 
+# Sliding windows of one key, a few keys, and more keys than any sequence the checks use.
+WINDOWS = (1, 3, 1000)
+
+
+def option_sets(entry: Entry, options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The option sets to check ``entry`` with.
+
+    ``options`` if given, else the factory's defaults plus the entry's ``check_options``; a
+    kernel declaring ``sliding_window`` is also checked with each of :data:`WINDOWS` (on top of
+    its last option set), unless a window is given.
+    """
+    sets = [dict(options)] if options is not None else [{}, *map(dict, entry.check_options)]
+    if "sliding_window" in entry.capabilities and not any("window" in o for o in sets):
+        sets += [{**sets[-1], "window": window} for window in WINDOWS]
+    return sets
+
+
 def select(
     registry: Registry | None = None,
     names: Iterable[str] = (),
     kind: str | None = None,
     distribution: str | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> list[Subject]:
-    """Subjects from a registry: by ``kind/name`` or bare name, kind, or providing distribution."""
+    """Subjects from a registry: by ``kind/name`` or bare name, kind, or providing distribution.
+
+    Each implementation comes once per option set it is checked with (see :func:`option_sets`);
+    ``options`` replaces those sets with one.
+    """
     registry = registry or default_registry()
     entries = registry.entries(kind)
     if distribution is not None:
@@ -177,7 +225,7 @@ def select(
                     f"unknown implementation {name!r}{hint} registered: {', '.join(sorted(ids))}"
                 )
         entries = [e for e in entries if e.id in wanted or e.name in wanted]
-    return [Subject(e, registry) for e in entries]
+    return [Subject(e, registry, o) for e in entries for o in option_sets(e, options)]
 
 
 def check(
@@ -187,21 +235,26 @@ def check(
     name: str | None = None,
     capabilities: Iterable[str] = (),
     options: Mapping[str, Any] | None = None,
+    check_options: Iterable[Mapping[str, Any]] = (),
     expected_failures: Mapping[str, str] | None = None,
 ) -> Report:
     """Check a class (or factory) directly, before packaging it as a plugin.
 
     ``check(MyAttention, kind="attention", capabilities=["kv_cache"])`` registers it beside the
     built-ins under ``name`` (default: the class name in snake case) and runs every check that
-    applies to ``kind``. Print the returned report; ``report.ok`` is True when nothing failed.
+    applies to ``kind``, with ``options`` (default: the factory's defaults, then each of
+    ``check_options``, then sliding windows if declared). Print the returned report;
+    ``report.ok`` is True when nothing failed.
     """
     name = name or _snake(getattr(factory, "__name__", "candidate"))
     registry = load_registry(autoload=False)
     mine = Registry(Provider("check", "<your code>", ""))
-    mine.register(kind, name, factory, capabilities=capabilities)
+    mine.register(kind, name, factory, capabilities=capabilities, check_options=check_options)
     registry.merge(mine)
-    subject = Subject(registry.get(kind, name), registry, dict(options or {}))
-    return run([subject], {subject.id: dict(expected_failures or {})})
+    entry = registry.get(kind, name)
+    subjects = [Subject(entry, registry, o) for o in option_sets(entry, options)]
+    expected = dict(expected_failures or {})
+    return run(subjects, {s.id: expected for s in subjects})
 
 
 def _snake(text: str) -> str:

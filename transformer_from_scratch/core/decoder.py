@@ -77,6 +77,12 @@ class Decoder(nn.Module):
             )
         return torch.arange(offset, offset + length, device=device)
 
+    @property
+    def can_cache(self) -> bool:
+        """Whether every attention part declares ``kv_cache`` (else decoding recomputes)."""
+        kinds = ("attention", "attention_kernel")
+        return all("kv_cache" in e.capabilities for e, _ in self.parts if e.kind in kinds)
+
     def new_cache(self) -> KVCache:
         """An empty key-value cache for incremental decoding."""
         return KVCache(len(self.blocks))

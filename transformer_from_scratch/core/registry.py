@@ -50,6 +50,9 @@ class Entry:
     ``validate``, when given, receives the dimensions and the spec's options and yields
     problems in words (for example "sinusoidal needs an even d_model"); the builder collects
     them with every other problem before anything is allocated.
+
+    ``check_options`` are the option sets the conformance suite checks it with, besides the
+    factory's defaults (for example a small ``tile`` so a tiled kernel runs several tiles).
     """
 
     kind: str
@@ -59,6 +62,7 @@ class Entry:
     provider: Provider
     capabilities: frozenset[str]
     validate: Validator | None = None
+    check_options: tuple[Mapping[str, Any], ...] = attrs.field(default=(), eq=False)
 
     @property
     def id(self) -> str:
@@ -162,11 +166,13 @@ class Registry:
         description: str | None = None,
         capabilities: Iterable[str] = (),
         validate: Validator | None = None,
+        check_options: Iterable[Mapping[str, Any]] = (),
     ) -> Entry:
         """Register ``factory`` as the implementation ``name`` of ``kind``.
 
         ``description`` defaults to the first line of the factory's docstring;
-        ``capabilities`` must come from the kind's vocabulary (see ``core.kinds.KINDS``).
+        ``capabilities`` must come from the kind's vocabulary (see ``core.kinds.KINDS``);
+        ``check_options`` are extra option sets for the conformance suite to check it with.
         """
         entry = Entry(
             kind=kind,
@@ -176,6 +182,7 @@ class Registry:
             provider=self._provider,
             capabilities=frozenset(capabilities),
             validate=validate,
+            check_options=tuple(dict(o) for o in check_options),
         )
         _check_entry(entry)
         self._add(entry)
@@ -245,6 +252,10 @@ def _check_entry(entry: Entry) -> None:
         )
     if not callable(entry.factory):
         raise TfsError(f"cannot register {entry.id}: factory {entry.factory!r} is not callable")
+    for index, options in enumerate(entry.check_options):
+        problems = entry.option_problems(options, f"check_options[{index}]")
+        if problems:
+            raise TfsError(f"cannot register {entry.id}: " + "; ".join(problems))
     unknown = sorted(entry.capabilities - set(info.capabilities))
     if unknown:
         vocab = ", ".join(sorted(info.capabilities)) or "(none)"

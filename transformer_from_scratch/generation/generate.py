@@ -42,8 +42,7 @@ class GenerationConfig:
 
 def can_cache(decoder: Decoder) -> bool:
     """Whether every attention part of ``decoder`` declares ``kv_cache``."""
-    kinds = ("attention", "attention_kernel")
-    return all("kv_cache" in e.capabilities for e, _ in decoder.parts if e.kind in kinds)
+    return decoder.can_cache
 
 
 @torch.no_grad()

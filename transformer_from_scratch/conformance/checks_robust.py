@@ -1,0 +1,155 @@
+"""Checks that hold outside the happy path: real activation sizes, other devices and dtypes."""
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH
+from transformer_from_scratch.conformance.probes import Inputs, Probe, probe
+from transformer_from_scratch.conformance.results import CheckFailed
+from transformer_from_scratch.conformance.subject import Subject
+
+# A trained residual stream has norms in the hundreds and single entries in the tens; trained
+# weights are several times their initial scale. Queries and keys reach tens too.
+INPUT_SCALE = {"residual": 40.0, "queries": 20.0, "keys": 20.0, "values": 20.0}
+WEIGHT_SCALE = 10.0
+
+
+def _scaled(subject: Subject, dtype: torch.dtype) -> tuple[Probe, Inputs]:
+    decoder = subject.decoder().to(dtype).eval()
+    with torch.no_grad():
+        for param in decoder.parameters():
+            if param.dim() >= 2:
+                param.mul_(WEIGHT_SCALE)
+    p = probe(subject, decoder)
+    inputs = {
+        name: (x * INPUT_SCALE[name]).requires_grad_() if x.is_floating_point() else x
+        for name, x in p.inputs(BATCH, LENGTH).items()
+    }
+    return p, inputs
+
+
+def _where(name: str, t: Tensor) -> str | None:
+    bad = (~torch.isfinite(t.float())).nonzero()
+    return (
+        f"{len(bad)} non-finite values in {name}, the first at {tuple(bad[0].tolist())}"
+        if len(bad)
+        else None
+    )
+
+
+def check_finite_at_scale(subject: Subject) -> None:
+    """Outputs and gradients stay finite at a trained model's activation sizes, fp32 and bf16."""
+    for dtype in (torch.float32, torch.bfloat16):
+        p, inputs = _scaled(subject, dtype)
+        out = p.call(inputs)
+        found = _where("the output", out)
+        if found is None:
+            weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+            (out.float() * weights).sum().backward()
+            grads = {f"the gradient of {n}": x.grad for n, x in inputs.items() if x.requires_grad}
+            grads |= {f"the gradient of parameter {n}": w.grad
+                      for n, w in p.owner.named_parameters()}  # fmt: skip
+            found = next((w for n, g in grads.items() if g is not None and (w := _where(n, g))),
+                         None)  # fmt: skip
+        if found:
+            sizes = ", ".join(f"{n} up to {float(x.detach().float().abs().max()):.0f}"
+                              for n, x in inputs.items() if x.is_floating_point())  # fmt: skip
+            raise CheckFailed(
+                f"in {dtype}, with weights {WEIGHT_SCALE:g}x their initial scale and inputs of a "
+                f"trained model's size ({sizes or 'token ids'}), {found}: is something like "
+                "exp(x) computed where it can overflow? Use torch.sigmoid / torch.softmax or "
+                "subtract the maximum first"
+            )
+
+
+class _NeedsData(Exception):
+    """The forward pass reads tensor values (``.tolist()``, ``.item()``), so meta cannot run it."""
+
+
+class _MovedToCPU(Exception):
+    """A floating-point tensor was moved to the CPU inside the forward pass."""
+
+
+def _names_cpu(value: object) -> bool:
+    return (isinstance(value, str) and value.startswith("cpu")) or (
+        isinstance(value, torch.device) and value.type == "cpu"
+    )
+
+
+class _Watch(TorchFunctionMode):
+    """Flags floating-point tensors moved to the CPU, and value reads that meta cannot serve."""
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
+                           kwargs: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
+        kwargs = kwargs or {}
+        first = args[0] if args else None
+        floating = isinstance(first, Tensor) and first.is_floating_point()
+        to_cpu = func is Tensor.to and any(map(_names_cpu, [*args[1:], kwargs.get("device")]))
+        if floating and (func in (Tensor.cpu, Tensor.numpy) or to_cpu):
+            raise _MovedToCPU(getattr(func, "__name__", str(func)))
+        if isinstance(first, Tensor) and first.is_meta and func in _READS:
+            raise _NeedsData(getattr(func, "__name__", str(func)))
+        return func(*args, **kwargs)
+
+
+_READS = {Tensor.tolist, Tensor.item, Tensor.__bool__, Tensor.cpu, Tensor.numpy, Tensor.nonzero,
+          Tensor.__int__, Tensor.__float__, Tensor.__index__}  # fmt: skip
+_ON_CPU = (
+    "a tensor was moved to the CPU (.cpu(), .to('cpu')) or created there (torch.zeros, arange, "
+    "... without device=): on a GPU this fails or copies every step; follow the input's device"
+)
+
+
+def _run_on(subject: Subject, dtype: torch.dtype, meta: bool) -> Tensor:
+    decoder = subject.decoder().to(dtype)
+    p = probe(subject, decoder.to("meta") if meta else decoder)
+    inputs = p.inputs(BATCH, LENGTH)
+    # Off meta, factories without a device land on meta and clash with the CPU inputs.
+    context = _Watch() if meta else _Both()
+    try:
+        with context:
+            return p.call(inputs)
+    except (_NeedsData, _MovedToCPU):
+        raise
+    except (RuntimeError, NotImplementedError) as exc:
+        if "device" in str(exc) or "meta" in str(exc):
+            raise CheckFailed(f"{_ON_CPU} ({type(exc).__name__}: {exc})") from exc
+        raise
+
+
+class _Both(contextlib.ExitStack):
+    """The CPU run: factories without a device make meta tensors; moves to the CPU watched."""
+
+    def __enter__(self) -> "_Both":
+        super().__enter__()
+        self.enter_context(torch.device("meta"))
+        self.enter_context(_Watch())
+        return self
+
+
+def check_follows_device(subject: Subject) -> None:
+    """Outputs stay on the inputs' device and dtype: nothing is moved to the CPU or to float32.
+
+    Proved without a GPU on PyTorch's ``meta`` device, which has shapes but no data. A part that
+    must read values (say, positions as a Python list) is run on the CPU instead, with tensors
+    made without a device sent to ``meta`` so that they clash, and moves to the CPU watched.
+    """
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            try:
+                out, where = _run_on(subject, dtype, meta=True), "meta"
+            except _NeedsData:
+                out, where = _run_on(subject, dtype, meta=False), "cpu"
+        except _MovedToCPU as moved:
+            raise CheckFailed(f"{_ON_CPU} (called .{moved})") from moved
+        if out.device.type != where:
+            raise CheckFailed(f"inputs on {where} gave an output on {out.device}: {_ON_CPU}")
+        if out.dtype != dtype:
+            raise CheckFailed(
+                f"{dtype} inputs and weights gave {out.dtype}: keep the inputs' dtype"
+            )
