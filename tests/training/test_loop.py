@@ -58,7 +58,7 @@ def test_the_log_records_loss_and_validation(data: Path, tmp_path: Path) -> None
 
 
 def test_resume_without_a_checkpoint_is_an_error(data: Path, tmp_path: Path) -> None:
-    with pytest.raises(tfs.TfsError, match=r"--resume: .* holds no checkpoint"):
+    with pytest.raises(tfs.TfsError, match=r"--resume: .* holds no intact checkpoint"):
         train(config(data, tmp_path / "nothing", resume=True))
 
 

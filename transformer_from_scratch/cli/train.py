@@ -109,6 +109,12 @@ def add_commands(sub: Any) -> None:
     add("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
     add("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
     add("--quiet", action="store_true", help="no progress bar")
+    add("--keep", type=int, default=_DEFAULTS.keep,
+        help="keep this run's newest N good checkpoints (default: %(default)s)")  # fmt: skip
+    add("--spike-sigma", type=float, default=_DEFAULTS.spike_sigma, metavar="K",
+        help="warn when the loss is K standard deviations above its recent mean "
+        "(default: %(default)s)")  # fmt: skip
+    add("--stop-on-spike", action="store_true", help="stop the run at a loss spike")
     p.set_defaults(run=run_train)
 
     g = sub.add_parser("generate", help="generate text from a checkpoint")

@@ -1,12 +1,49 @@
 """What a training run is asked to do: one frozen record, saved with every checkpoint."""
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from transformer_from_scratch.core.errors import TfsError
+
+# (option, lowest allowed, whether the lowest itself is allowed, highest or None, exclusive)
+_RANGES = [
+    ("steps", 1, True, None), ("batch_size", 1, True, None), ("eval_every", 1, True, None),
+    ("eval_batches", 1, True, None), ("checkpoint_every", 1, True, None),
+    ("log_every", 1, True, None), ("warmup", 0, True, None), ("context", 2, True, None),
+    ("stop_after", 1, True, None), ("keep", 1, True, None), ("lr", 0, False, None),
+    ("min_lr", 0, True, None), ("weight_decay", 0, True, None), ("beta2", 0, True, 1),
+    ("grad_clip", 0, False, None), ("spike_sigma", 0, False, None),
+    ("sample_tokens", 0, True, None),
+]  # fmt: skip
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _range_problems(config: "TrainConfig") -> list[str]:
+    problems = []
+    for name, low, inclusive, high in _RANGES:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{_flag(name)} must be a number, got {value!r}")
+            continue
+        too_low = value < low if inclusive else value <= low
+        if not math.isfinite(value) or too_low or (high is not None and value >= high):
+            allowed = f"{'at least' if inclusive else 'above'} {low}" + (
+                f" and below {high}" if high is not None else ""
+            )
+            problems.append(f"{_flag(name)} = {value} is out of range: it must be {allowed}")
+    return problems
+
+
+_CHECKS = (_range_problems,)
 
 
 @attrs.frozen(kw_only=True)
@@ -41,27 +78,12 @@ class TrainConfig:
     tensorboard: bool = False
     wandb: bool = False
     quiet: bool = False
+    keep: int = 3
+    spike_sigma: float = 6.0
+    stop_on_spike: bool = False
 
     def __attrs_post_init__(self) -> None:
-        positive = (
-            "steps",
-            "batch_size",
-            "eval_every",
-            "eval_batches",
-            "checkpoint_every",
-            "log_every",
-        )
-        problems = [
-            f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}"
-            for name in positive
-            if getattr(self, name) <= 0
-        ]
-        if self.warmup < 0:
-            problems.append(f"--warmup must be 0 or more, got {self.warmup}")
-        if self.context is not None and self.context < 2:
-            problems.append(f"--context must be at least 2, got {self.context}")
-        if self.lr <= 0:
-            problems.append(f"--lr must be positive, got {self.lr}")
+        problems = [problem for check in _CHECKS for problem in check(self)]
         if self.dtype not in ("float32", "bfloat16"):
             problems.append(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
         if problems:

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import torch
@@ -16,7 +16,8 @@ from torch import nn
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.decoder import Decoder
-from transformer_from_scratch.core.errors import TfsError
+from transformer_from_scratch.core.errors import CheckpointError, TfsError
+from transformer_from_scratch.core.files import sha256
 from transformer_from_scratch.core.functional import token_loss
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.spec import DecoderSpec
@@ -26,6 +27,8 @@ from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.config import TrainConfig
 from transformer_from_scratch.training.data import load_corpus, make_tokenizer, token_stream
 from transformer_from_scratch.training.distributed import join, leave
+from transformer_from_scratch.training.health import SpikeDetector, unhealthy
+from transformer_from_scratch.training.lock import RunLock
 from transformer_from_scratch.training.progress import Progress, RunLog
 from transformer_from_scratch.training.schedule import learning_rate
 from transformer_from_scratch.training.tokenizers import Tokenizer
@@ -80,6 +83,9 @@ def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2), fused=fused)
 
 
+ADVICE = "Try a lower --lr, --grad-clip, or --dtype float32"
+
+
 class Trainer:
     """One training run (see :func:`train`)."""
 
@@ -105,6 +111,9 @@ class Trainer:
         self.progress = Progress(config.steps, quiet=config.quiet or not self.world.main)
         self.last_good: Path | None = None
         self.model = self._wrap(self.decoder)
+        self.lock = RunLock(config.out_dir)
+        self.spikes = SpikeDetector(config.spike_sigma)
+        self.data_digest = sha256(self.train_ids.numpy().tobytes() + self.val_ids.numpy().tobytes())
 
     # --- set-up ------------------------------------------------------------------------
     def _check_lengths(self) -> None:
@@ -125,22 +134,68 @@ class Trainer:
         return model
 
     def start(self) -> None:
-        """Begin afresh, or resume from the run folder's latest checkpoint."""
+        """Take the run folder, tidy it, then begin afresh or resume from its latest checkpoint."""
         out = self.config.out_dir
-        saved = run_folder.latest(out)
+        if self.world.main:
+            self.lock.acquire()
+            if self.lock.taken_over:
+                self.progress.message(f"took over the lock left by {self.lock.taken_over}")
+            for path in run_folder.remove_temporary_files(out):
+                self.progress.message(f"removed {path}, left by an interrupted save")
         if self.config.resume:
-            if saved is None:
-                raise TfsError(
-                    f"--resume: {out} holds no checkpoint to resume from (no {run_folder.LATEST})"
-                )
-            self._resume(saved)
-        elif saved is not None:
+            self._resume(self._resumable(out))
+            return
+        saved = run_folder.latest(out)
+        if saved is not None:
             raise TfsError(
                 f"{out} already holds a checkpoint (step {saved.step}); pass --resume to continue "
                 "it, or choose another --out (nothing was overwritten)"
             )
+        folders = run_folder.checkpoint_folders(out)
+        if folders:
+            raise TfsError(
+                f"{out} holds checkpoint folders ({', '.join(f.name for f in folders)}) but no "
+                f"{run_folder.LATEST}; pass --resume to continue from the newest intact one, or "
+                "choose another --out (nothing was deleted)"
+            )
+
+    def _resumable(self, out: Path) -> run_folder.Saved:
+        """The checkpoint to resume from: latest.json's, else the newest intact folder."""
+        try:
+            saved = run_folder.latest(out)
+            if saved is not None:
+                return saved
+            why = f"there is no {run_folder.LATEST}"
+        except CheckpointError as err:
+            why = str(err)
+        recovered = run_folder.recover(out)
+        if recovered is None:
+            raise TfsError(f"--resume: {out} holds no intact checkpoint to resume from ({why})")
+        self.progress.message(f"{why}; resuming from the newest intact checkpoint instead")
+        if self.world.main:
+            run_folder.point_at(out, recovered)
+        return recovered
+
+    def _stop(self, reason: str, advice: str = "") -> NoReturn:
+        """End the run with ``reason``, naming the checkpoint it can go back to."""
+        kept = (
+            f"the last good checkpoint is {self.last_good}"
+            if self.last_good
+            else "no checkpoint was written yet"
+        )
+        raise TfsError(
+            f"{reason}; training stopped and {kept} (nothing was overwritten). {advice}".strip()
+        )
 
     def _resume(self, saved: run_folder.Saved) -> None:
+        metadata = run_folder.check_pair(saved)
+        recorded = metadata.get("data_sha256")
+        if recorded is not None and recorded != self.data_digest:
+            raise TfsError(
+                "--resume refused: the training data differs from the data this run was trained "
+                f"on ({metadata.get('corpus', 'recorded in the checkpoint')}); give the same "
+                "--data and --tokenizer, or start a new run with another --out"
+            )
         checkpoint = load_checkpoint(saved.model)
         differences = self.spec.differences(checkpoint.decoder.spec)
         if differences:
@@ -160,7 +215,10 @@ class Trainer:
         self.step = saved.step
         self.last_good = saved.model
         self.progress = Progress(self.config.steps, start=self.step, quiet=self.progress.quiet)
-        self.progress.message(f"resumed from {saved.model} at step {self.step}")
+        dropped = self.log.trim(self.step) if self.world.main else 0
+        again = f"; {dropped} log records after it are dropped (they will be run again)"
+        self.progress.message(f"resumed from {saved.model} at step {self.step}"
+                              + (again if dropped else ""))  # fmt: skip
 
     # --- one step -----------------------------------------------------------------------
     def batch(self) -> torch.Tensor:
@@ -187,13 +245,22 @@ class Trainer:
         window = self.batch()
         with self.autocast():
             loss = token_loss(self.model(window[:, :-1]), window[:, 1:])
+        mean_loss = float(self.world.mean(loss.detach()))
+        self._guard(mean_loss)
         loss.backward()
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), self.config.grad_clip)
+        clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), clip))
+        if not math.isfinite(norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._stop(
+                f"the gradients became {norm} at step {self.step + 1} (the loss was "
+                f"{mean_loss:.4g}) and the optimizer step was not taken",
+                ADVICE,
+            )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return float(self.world.mean(loss.detach()))
+        return mean_loss
 
     # --- validation, checkpoints, sample ---------------------------------------------------
     @torch.no_grad()
@@ -217,9 +284,13 @@ class Trainer:
 
     def save(self) -> Path:
         """Write a checkpoint (main process only) and remember it as the last good one."""
+        problem = unhealthy(self.decoder, self.optimizer)
+        if problem:
+            self._stop(f"not saving a checkpoint at step {self.step}: {problem}")
         if self.world.main:
             saved = run_folder.save(self.config.out_dir, self.step, self.decoder,
-                                    self.tokenizer.describe(), *self._state())  # fmt: skip
+                                    self.tokenizer.describe(), *self._state(),
+                                    keep=self.config.keep)  # fmt: skip
             self.last_good = saved.model
         return self.last_good or self.config.out_dir
 
@@ -233,7 +304,7 @@ class Trainer:
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
         info = {"optimizer": optimizer_json, "config": self.config.to_json(),
-                "corpus": self.corpus_description}  # fmt: skip
+                "corpus": self.corpus_description, "data_sha256": self.data_digest}  # fmt: skip
         return tensors, info
 
     def sample(self) -> str:
@@ -263,7 +334,7 @@ class Trainer:
         tick = time.perf_counter()
         while self.step < stop:
             loss = self.train_step()
-            self._guard(loss)
+            self._watch_spikes(loss)
             now = time.perf_counter()
             speed = tokens_per_step / max(now - tick, 1e-9)
             tick = now
@@ -292,17 +363,18 @@ class Trainer:
             self.save()
 
     def _guard(self, loss: float) -> None:
-        if math.isfinite(loss):
+        if not math.isfinite(loss):
+            self._stop(f"the training loss became {loss} at step {self.step + 1}", ADVICE)
+
+    def _watch_spikes(self, loss: float) -> None:
+        spike = self.spikes.observe(self.step, loss)
+        if spike is None:
             return
-        kept = (
-            f"the last good checkpoint is {self.last_good}"
-            if self.last_good
-            else "no checkpoint was written yet"
-        )
-        raise TfsError(
-            f"the training loss became {loss} at step {self.step}; training stopped and {kept} "
-            "(nothing was overwritten). Try a lower --lr, --grad-clip, or --dtype float32"
-        )
+        self.log.write({"step": self.step, "spike": loss, "recent_mean": spike.mean,
+                        "recent_std": spike.std})  # fmt: skip
+        self.progress.message(f"warning: {spike}")
+        if self.config.stop_on_spike:
+            self._stop(f"{spike} (--stop-on-spike)")
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -312,6 +384,7 @@ def train(config: TrainConfig) -> TrainResult:
         trainer.start()
         return trainer.run()
     finally:
+        trainer.lock.release()
         leave(trainer.world)
 
 

@@ -1,12 +1,14 @@
 """Progress on the terminal, and the JSON-lines log (plus TensorBoard / W&B when asked)."""
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from transformer_from_scratch.core.errors import TfsError
+from transformer_from_scratch.core.files import write_atomically
 
 
 class Progress:
@@ -70,6 +72,16 @@ class RunLog:
         if enabled and wandb:
             self.sinks.append(_wandb(path.parent))
 
+    def trim(self, last_step: int) -> int:
+        """Drop records after ``last_step`` (a resumed run redoes them); how many were dropped."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if _step(line) <= last_step]
+        if len(kept) < len(lines):
+            write_atomically(self.path, "".join(f"{line}\n" for line in kept).encode())
+        return len(lines) - len(kept)
+
     def write(self, record: dict[str, Any]) -> None:
         """Log one record (it must hold ``step``)."""
         if not self.enabled:
@@ -80,6 +92,13 @@ class RunLog:
         scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
         for sink in self.sinks:
             sink(record["step"], scalars)
+
+
+def _step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return math.inf  # a torn last line from a killed run: dropped with what follows it
 
 
 def _tensorboard(folder: Path) -> Any:

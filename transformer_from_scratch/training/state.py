@@ -2,15 +2,19 @@
 
 Layout of ``--out``::
 
-    latest.json                 written last, atomically: which checkpoint is complete, + hashes
+    .lock                       held by the one process writing here (see ``training.lock``)
+    latest.json                 written last, atomically: which checkpoint is complete, + hashes,
+                                and the folders this run wrote that are kept (``history``)
     ckpt-0000200/model.safetensors   the decoder (spec, tokenizer, provenance in its metadata)
-    ckpt-0000200/state.safetensors   optimizer, step, every RNG, the data sampler's position
+    ckpt-0000200/state.safetensors   optimizer, step, every RNG, the data sampler's position, the
+                                     digest of the model file it belongs to and of the data
     log.jsonl                   one JSON record per log line
 
 A checkpoint is written into a new folder; only when both files are on disk is ``latest.json``
-replaced to point at it, and only then is the previous folder removed. A process killed at any
-moment therefore leaves ``latest.json`` naming a complete checkpoint (the new or the old one).
-Nothing here is pickled: tensors go to safetensors, everything else to JSON.
+replaced to point at it, and only then are folders beyond the last ``keep`` removed — only ones
+this run wrote and listed in its history, never a folder it did not write. A process killed at
+any moment therefore leaves ``latest.json`` naming a complete checkpoint (the new or the old
+one). Nothing here is pickled: tensors go to safetensors, everything else to JSON.
 """
 
 import json
@@ -39,22 +43,48 @@ class Saved:
     state: Path
 
 
-def latest(out: Path) -> Saved | None:
-    """The newest complete checkpoint in ``out``, checked against its recorded hashes."""
+def _record(out: Path) -> dict[str, Any] | None:
     pointer = out / LATEST
     if not pointer.exists():
         return None
     try:
         record = json.loads(pointer.read_text())
-        folder = out / record["folder"]
-        saved = Saved(
-            int(record["step"]), folder / "model.safetensors", folder / "state.safetensors"
-        )
-        hashes = record["sha256"]
+        if not isinstance(record, dict):
+            raise TypeError("not a JSON object")
+        Path(record["folder"]), int(record["step"]), dict(record["sha256"])
+        return record
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(
-            f"{pointer} is unreadable ({err}); delete it to start afresh"
+            f"{pointer} is unreadable ({type(err).__name__}: {err}). The checkpoint folders are "
+            f"untouched: `tfs train --out {out} --resume` continues from the newest intact one "
+            "(and rewrites it)"
         ) from None
+
+
+def history(out: Path, field: str = "history") -> list[str]:
+    """The checkpoint folders this run wrote and keeps, oldest first (``field="dropping"``: the
+    ones it was removing when it last saved)."""
+    record = _record(out)
+    if record is None:
+        return []
+    kept = record.get(field, [record["folder"]] if field == "history" else [])
+    return [name for name in kept if isinstance(name, str) and name.startswith("ckpt-")]
+
+
+def checkpoint_folders(out: Path) -> list[Path]:
+    """Every ``ckpt-*`` folder in ``out``, oldest first."""
+    return sorted(p for p in out.glob("ckpt-*") if p.is_dir()) if out.is_dir() else []
+
+
+def latest(out: Path) -> Saved | None:
+    """The newest complete checkpoint in ``out``, checked against its recorded hashes."""
+    record = _record(out)
+    if record is None:
+        return None
+    folder = out / record["folder"]
+    saved = Saved(int(record["step"]), folder / "model.safetensors", folder / "state.safetensors")
+    hashes = record["sha256"]
+    pointer = out / LATEST
     for path in (saved.model, saved.state):
         if not path.exists() or sha256(path.read_bytes()) != hashes.get(path.name):
             raise CheckpointError(
@@ -71,23 +101,81 @@ def save(
     tokenizer: dict[str, Any],
     training_state: dict[str, torch.Tensor],
     info: dict[str, str],
+    keep: int = 3,
 ) -> Saved:
-    """Write a new checkpoint folder, then point ``latest.json`` at it, then drop the old one."""
+    """Write a new checkpoint folder, point ``latest.json`` at it, then drop this run's folders
+    beyond the newest ``keep``."""
     folder = out / f"ckpt-{step:07d}"
+    before = [*history(out, "dropping"), *history(out)]
     model = save_decoder(decoder, folder / "model.safetensors", tokenizer=tokenizer,
                          extra={"step": str(step)})  # fmt: skip
+    binding = {"step": str(step), "model_sha256": sha256(model.read_bytes())}
     state = write_atomically(folder / "state.safetensors", serialise(training_state, {
-        "format": STATE_FORMAT, "step": str(step), **info}))  # fmt: skip
+        "format": STATE_FORMAT, **info, **binding}))  # fmt: skip
+    kept = [*(name for name in before if name != folder.name), folder.name][-keep:]
+    # Folders being dropped stay listed until the next save, so a kill mid-removal loses none.
+    dropping = [name for name in dict.fromkeys(before) if name not in kept]
     record = {
         "step": step,
         "folder": folder.name,
         "sha256": {p.name: sha256(p.read_bytes()) for p in (model, state)},
+        "history": kept,
+        "dropping": dropping,
     }
     write_atomically(out / LATEST, json.dumps(record, indent=2).encode())
-    for old in out.glob("ckpt-*"):  # the previous one, and any a crash left half-written
-        if old != folder:
-            shutil.rmtree(old, ignore_errors=True)
+    for name in dropping:
+        shutil.rmtree(out / name, ignore_errors=True)
     return Saved(step, model, state)
+
+
+def point_at(out: Path, saved: Saved) -> None:
+    """Rewrite ``latest.json`` to name ``saved`` (after recovering from an unreadable one)."""
+    record = {
+        "step": saved.step,
+        "folder": saved.model.parent.name,
+        "sha256": {p.name: sha256(p.read_bytes()) for p in (saved.model, saved.state)},
+        "history": [saved.model.parent.name],
+    }
+    write_atomically(out / LATEST, json.dumps(record, indent=2).encode())
+
+
+def check_pair(saved: Saved) -> dict[str, str]:
+    """The state's metadata, after checking it belongs to ``saved.model`` at ``saved.step``."""
+    _, metadata = read_state(saved)
+    recorded = metadata.get("model_sha256")
+    if recorded is not None and recorded != sha256(saved.model.read_bytes()):
+        raise CheckpointError(
+            f"{saved.state} belongs to another model file than {saved.model} (its recorded "
+            "digest differs): was latest.json or a checkpoint folder edited by hand?"
+        )
+    if metadata.get("step") != str(saved.step):
+        raise CheckpointError(
+            f"{saved.state} is the state of step {metadata.get('step')}, but latest.json says "
+            f"step {saved.step}: was latest.json edited by hand?"
+        )
+    return metadata
+
+
+def recover(out: Path) -> Saved | None:
+    """The newest checkpoint folder whose two files are intact and belong together."""
+    for folder in reversed(checkpoint_folders(out)):
+        try:
+            step = int(folder.name.removeprefix("ckpt-"))
+            saved = Saved(step, folder / "model.safetensors", folder / "state.safetensors")
+            deserialise(saved.model.read_bytes(), str(saved.model))
+            check_pair(saved)
+        except (OSError, ValueError, CheckpointError):
+            continue
+        return saved
+    return None
+
+
+def remove_temporary_files(out: Path) -> list[Path]:
+    """Delete what killed saves left behind (``.NAME.PID.tmp``); call with the run's lock held."""
+    found = [*out.glob(".*.tmp"), *out.glob("ckpt-*/.*.tmp")] if out.is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def read_state(saved: Saved) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
