@@ -139,9 +139,9 @@ class Trainer:
         if self.world.main:
             self.lock.acquire()
             if self.lock.taken_over:
-                self.progress.message(f"took over the lock left by {self.lock.taken_over}")
+                self.progress.warn(f"took over the lock left by {self.lock.taken_over}")
             for path in run_folder.remove_temporary_files(out):
-                self.progress.message(f"removed {path}, left by an interrupted save")
+                self.progress.warn(f"removed {path}, left by an interrupted save")
         if self.config.resume:
             self._resume(self._resumable(out))
             return
@@ -171,7 +171,7 @@ class Trainer:
         recovered = run_folder.recover(out)
         if recovered is None:
             raise TfsError(f"--resume: {out} holds no intact checkpoint to resume from ({why})")
-        self.progress.message(f"{why}; resuming from the newest intact checkpoint instead")
+        self.progress.warn(f"{why}; resuming from the newest intact checkpoint instead")
         if self.world.main:
             run_folder.point_at(out, recovered)
         return recovered
@@ -372,7 +372,7 @@ class Trainer:
             return
         self.log.write({"step": self.step, "spike": loss, "recent_mean": spike.mean,
                         "recent_std": spike.std})  # fmt: skip
-        self.progress.message(f"warning: {spike}")
+        self.progress.warn(f"warning: {spike}")
         if self.config.stop_on_spike:
             self._stop(f"{spike} (--stop-on-spike)")
 

@@ -52,6 +52,11 @@ class Progress:
         self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.stream.flush()
 
+    def warn(self, text: str) -> None:
+        """A line that must be seen, even with ``--quiet`` (a spike, a recovered checkpoint)."""
+        self.stream.write(("\r\033[K" if self.tty and not self.quiet else "") + text + "\n")
+        self.stream.flush()
+
 
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
