@@ -6,7 +6,10 @@ it through :meth:`Registry.get`. Nothing here knows any particular implementatio
 """
 
 import inspect
+import math
 import re
+import types
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -26,6 +29,7 @@ from transformer_from_scratch.core.kinds import kind_info
 Factory = Callable[..., nn.Module]
 Validator = Callable[[Dims, Mapping[str, Any]], Iterable[str]]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_UNIONS = (typing.Union, types.UnionType)
 
 
 @attrs.frozen
@@ -90,7 +94,52 @@ class Entry:
         for key, param in accepted.items():
             if param.default is inspect.Parameter.empty and key not in options:
                 problems.append(f"{where}: {self.id} needs option {key!r}; add `{key} = ...`")
+            elif key in options:
+                problems += value_problems(self, param, options[key], f"{where}.{key}")
         return problems
+
+
+# Options with these names are sizes, scales or tolerances wherever they appear: zero or
+# negative values are meaningless (a plugin's options of the same names are held to it too).
+POSITIVE_OPTIONS = frozenset({"eps", "std", "base", "window", "tile", "scale", "temperature"})
+_SIMPLE = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types an annotation admits (``int | None`` -> int, NoneType), if all plain."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    members = members or (annotation,)
+    if all(m in _SIMPLE or m is type(None) for m in members):
+        return tuple(members)
+    return None
+
+
+def _type_problem(param: inspect.Parameter, value: Any) -> str | None:
+    allowed = _allowed_types(param.annotation)
+    if allowed is None or value is None and type(None) in allowed:
+        return None
+    fits = any(
+        isinstance(value, t) and (t is bool or not isinstance(value, bool))
+        or (t is float and isinstance(value, int) and not isinstance(value, bool))
+        for t in allowed
+    )
+    if fits:
+        return None
+    wanted = " or ".join(_SIMPLE.get(t, "none") for t in allowed)
+    return f"must be {wanted}, got {value!r}"
+
+
+def value_problems(entry: Entry, param: inspect.Parameter, value: Any, where: str) -> list[str]:
+    """A value of the wrong type, NaN or infinite, or not positive where it must be."""
+    wrong = _type_problem(param, value)
+    if wrong:
+        return [f"{where}: {entry.id} option {param.name} {wrong}"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {entry.id} option {param.name} = {value} must be a finite number"]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and param.name in POSITIVE_OPTIONS and value <= 0:
+        return [f"{where}: {entry.id} option {param.name} = {value} must be above 0"]
+    return []
 
 
 def _unknown_option(entry: Entry, key: str, accepted: list[str], where: str) -> str:

@@ -32,19 +32,28 @@ def name_problems(
 
 
 def spec_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
-    """:func:`name_problems`, then the problems each implementation's validator reports."""
+    """:func:`name_problems` and the problems each implementation's validator reports, for
+    every component at once (a validator runs where its name and options are sound)."""
     problems: list[str] = []
     for where, components in spec.all_components():
         problems += name_problems(components, registry, where)
-    if problems:
-        return _unique(problems)
-    for where, components in spec.all_components():
         for kind, component in components.items():
-            entry = registry.get(kind, component.name)
-            if entry.validate is not None:
-                found = entry.validate(spec.dims, component.options)
-                problems += [f"{where}.{kind}: {p}" for p in found]
+            problems += _validator_problems(spec, kind, component.name, component.options,
+                                            registry, f"{where}.{kind}")  # fmt: skip
     return _unique(problems)
+
+
+def _validator_problems(spec: DecoderSpec, kind: str, name: str, options: Mapping[str, Any],
+                        registry: Registry, where: str) -> list[str]:  # fmt: skip
+    if (kind, name) not in registry:
+        return []
+    entry = registry.get(kind, name)
+    if entry.validate is None or entry.option_problems(options, where):
+        return []
+    try:
+        return [f"{where}: {p}" for p in entry.validate(spec.dims, options)]
+    except Exception as exc:  # a plugin's validator with a bug must not hide the rest
+        return [f"{where}: the validator of {entry.id} ({entry.provider}) raised {exc!r}"]
 
 
 def _unique(problems: list[str]) -> list[str]:
@@ -69,17 +78,18 @@ def fit_problems(spec: DecoderSpec, registry: Registry) -> list[str]:
 
 
 def _fit(components: Components, registry: Registry, where: str) -> list[str]:
-    parts = {kind: registry.get(kind, c.name) for kind, c in components.items()}
-    positional, attention = parts["positional"], parts["attention"]
-    kernel = parts["attention_kernel"]
+    # Unknown names are reported by name_problems; the pairs of known parts are checked here.
+    parts = {k: registry.get(k, c.name) for k, c in components.items() if (k, c.name) in registry}
+    positional, attention = parts.get("positional"), parts.get("attention")
+    kernel = parts.get("attention_kernel")
     problems = []
-    for need in ("rotary", "score_bias"):
-        if need in positional.capabilities and need not in attention.capabilities:
-            problems.append(_misfit(positional, attention, need, registry, where))
-    if "score_bias" in positional.capabilities and "score_bias" not in kernel.capabilities:
-        problems.append(_misfit(positional, kernel, "score_bias", registry, where))
+    for need, lacks in (("rotary", attention), ("score_bias", attention), ("score_bias", kernel)):
+        if positional and lacks and need in positional.capabilities:
+            if need not in lacks.capabilities:
+                problems.append(_misfit(positional, lacks, need, registry, where))
     if (
-        "window" in components.attention_kernel.options
+        kernel is not None
+        and "window" in components.attention_kernel.options
         and "sliding_window" not in kernel.capabilities
     ):
         fits = _with_capability(registry, kernel.kind, "sliding_window")
@@ -105,10 +115,9 @@ def _with_capability(registry: Registry, kind: str, capability: str) -> str:
 
 def check_spec(spec: DecoderSpec, registry: Registry) -> None:
     """Raise one :class:`SpecError` listing every problem of ``spec`` against ``registry``."""
-    problems = spec_problems(spec, registry)
+    problems, misfits = spec_problems(spec, registry), fit_problems(spec, registry)
     if problems:
-        raise SpecError(problems)
-    misfits = fit_problems(spec, registry)
+        raise SpecError([*problems, *misfits])
     if misfits:
         raise IncompatibleComponentsError(misfits)
 
