@@ -126,7 +126,7 @@ def test_a_component_no_plugin_provides_names_kind_name_and_distribution(
     )
     with pytest.raises(
         tfs.CheckpointError,
-        match=r"needs mlp 'fancy', which was provided by tfs-fancy-mlp 2.1 .* \(pip install tfs-fancy-mlp\)",
+        match=r"needs parts that are not installed now: mlp 'fancy' \(components\), provided by tfs-fancy-mlp 2.1 when it was saved; install it \(pip install tfs-fancy-mlp\)",
     ):
         load_decoder(path, tfs.load_registry(autoload=False))
 

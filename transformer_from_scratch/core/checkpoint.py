@@ -8,6 +8,7 @@ through the registry, so a checkpoint can reach registered code and nothing else
 """
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -80,6 +81,7 @@ def deserialise(
             f"{source} is a pickle (torch.save) file, not safetensors. It is refused: unpickling "
             "can run arbitrary code. Re-save the weights with safetensors"
         )
+    _check_header_size(blob, source)
     try:
         tensors = read_safetensors(blob)
         metadata = _header(blob).get("__metadata__", {})
@@ -99,13 +101,50 @@ def load_checkpoint(path: str | Path, registry: Registry | None = None) -> Check
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     tensors, metadata = deserialise(blob, str(path))
+    aliases = _json_field(metadata, "aliases", path, {})
+    tokenizer = _json_field(metadata, "tokenizer", path, None)
     registry = registry or default_registry()
     spec = _spec(metadata, path)
     _require_components(spec, metadata, registry, path)
     decoder = build_decoder(spec, registry)
-    _load_state(decoder, tensors, json.loads(metadata.get("aliases", "{}")), path)
-    tokenizer = json.loads(metadata.get("tokenizer", "null"))
+    _load_state(decoder, tensors, aliases, path)
     return Checkpoint(decoder.eval(), tokenizer, metadata)
+
+
+# A header this large is an attack or damage, not a checkpoint (safetensors' own limit).
+MAX_HEADER = 100_000_000
+
+
+def _check_header_size(blob: bytes, source: str) -> None:
+    if len(blob) < 8:
+        raise CheckpointError(f"{source} is {len(blob)} bytes long: too short for safetensors")
+    (length,) = struct.unpack("<Q", blob[:8])
+    if length > min(MAX_HEADER, len(blob) - 8):
+        raise CheckpointError(
+            f"{source} declares a header of {length:,} bytes, more than the file holds or "
+            f"{MAX_HEADER:,}: it is damaged or not a checkpoint"
+        )
+
+
+def _json_field(metadata: Mapping[str, str], field: str, path: Path, default: Any) -> Any:
+    """A JSON object from the metadata (or ``default`` when absent or null)."""
+    text = metadata.get(field)
+    if text is None:
+        return default
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise CheckpointError(
+            f"{path}: metadata field {field!r} is not valid JSON ({err})"
+        ) from None
+    if value is None:
+        return default
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise CheckpointError(
+            f"{path}: metadata field {field!r} should hold a JSON object, not "
+            f"{type(value).__name__}"
+        )
+    return value
 
 
 def load_decoder(path: str | Path, registry: Registry | None = None) -> Decoder:
@@ -136,6 +175,12 @@ def _providers(decoder: Decoder) -> dict[str, dict[str, str]]:
         entry.id: {"distribution": entry.provider.distribution, "version": entry.provider.version}
         for entry, _ in decoder.parts
     }
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    """The first few of ``names``, then "and N more"."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _header(blob: bytes) -> dict[str, Any]:
@@ -179,30 +224,68 @@ def _spec(metadata: Mapping[str, str], path: Path) -> DecoderSpec:
 def _require_components(
     spec: DecoderSpec, metadata: Mapping[str, str], registry: Registry, path: Path
 ) -> None:
-    providers = json.loads(metadata.get("providers", "{}"))
-    for kind, component in spec.components.items():
-        if component.name in registry.names(kind):
-            continue
-        saved = providers.get(f"{kind}/{component.name}", {})
-        dist = saved.get("distribution", "an unknown distribution")
-        version = saved.get("version", "")
-        raise CheckpointError(
-            f"{path} needs {kind} {component.name!r}, which was provided by {dist} {version} "
-            f"when it was saved and is not installed now; install it (pip install {dist})"
+    providers = _json_field(metadata, "providers", path, {})
+    missing = []
+    for where, components in spec.all_components():
+        for kind, component in components.items():
+            if component.name not in registry.names(kind):
+                missing.append(_missing_part(where, kind, component.name, providers))
+    if missing:
+        raise CheckpointError(f"{path} needs parts that are not installed now: " + "; ".join(
+            dict.fromkeys(missing)))  # fmt: skip
+
+
+# PEP 508 distribution names: only such text is ever put into a command we suggest.
+_DISTRIBUTION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$")
+
+
+def _missing_part(where: str, kind: str, name: str, providers: Mapping[str, Any]) -> str:
+    saved = providers.get(f"{kind}/{name}", {})
+    saved = saved if isinstance(saved, dict) else {}
+    dist, version = str(saved.get("distribution", "")), str(saved.get("version", ""))
+    if not _DISTRIBUTION.match(dist):
+        return (
+            f"{kind} {name!r} ({where}), from a distribution the checkpoint does not name validly; "
+            "install the plugin that provides it"
         )
+    shown_version = version if re.fullmatch(r"[A-Za-z0-9.+!_-]{1,64}", version) else ""
+    return (
+        f"{kind} {name!r} ({where}), provided by {dist} {shown_version} when it was saved; install "
+        f"it (pip install {dist})"
+    ).replace("  ", " ")
 
 
 def _load_state(
     decoder: Decoder, tensors: dict[str, torch.Tensor], aliases: Mapping[str, str], path: Path
 ) -> None:
-    expected = set(decoder.state_dict())
-    missing = sorted(expected - set(tensors) - set(aliases))
-    unexpected = sorted(set(tensors) - expected)
-    if missing or unexpected:
+    expected = decoder.state_dict()
+    strays = sorted(
+        f"{a} -> {t}" for a, t in aliases.items() if a not in expected or t not in tensors
+    )
+    if strays:
+        raise CheckpointError(f"{path}: metadata field 'aliases' names tensors it lacks: "
+                              f"{_listed(strays)}")  # fmt: skip
+    missing = sorted(set(expected) - set(tensors) - set(aliases))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{name} is {tuple(t.shape)} {t.dtype}, the model needs "
+        f"{tuple(expected[name].shape)} {expected[name].dtype}"
+        for name, t in sorted(tensors.items())
+        if name in expected and (t.shape != expected[name].shape or t.dtype != expected[name].dtype)
+    ]
+    problems = [f"missing {_listed(missing)}"] if missing else []
+    problems += [f"unexpected {_listed(unexpected)}"] if unexpected else []
+    problems += [_listed(wrong)] if wrong else []
+    if problems:
         raise CheckpointError(
-            f"{path} does not fit the model its own spec builds (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}); was the implementation changed since it was saved?"
+            f"{path} does not fit the model its own spec builds ({'; '.join(problems)}); was the "
+            "implementation changed since it was saved?"
         )
+    bad = [
+        n for n, t in sorted(tensors.items()) if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights in {_listed(bad)}")
     decoder.load_state_dict(tensors, strict=False)
     state = decoder.state_dict()
     for alias, target in aliases.items():

@@ -116,10 +116,10 @@ def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
 
 def _type_problem(param: inspect.Parameter, value: Any) -> str | None:
     allowed = _allowed_types(param.annotation)
-    if allowed is None or value is None and type(None) in allowed:
+    if allowed is None or (value is None and type(None) in allowed):
         return None
     fits = any(
-        isinstance(value, t) and (t is bool or not isinstance(value, bool))
+        (isinstance(value, t) and (t is bool or not isinstance(value, bool)))
         or (t is float and isinstance(value, int) and not isinstance(value, bool))
         for t in allowed
     )

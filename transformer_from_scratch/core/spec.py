@@ -58,6 +58,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 SIZE_FIELDS = ("d_model", "n_layers", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx")
 
 
+# The spec format's version: written as ``spec_version`` by to_dict, refused when newer.
+SPEC_VERSION = 1
+
+
 @attrs.frozen(kw_only=True)
 class DecoderSpec:
     """A whole decoder: sizes plus one component per kind.
@@ -128,6 +132,7 @@ class DecoderSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "spec") -> "DecoderSpec":
         """Structure a dict (from TOML, JSON or code); every problem is reported at once."""
+        data = _without_version(data, source)
         problems = dict_problems(data)
         if problems:
             raise SpecError(
@@ -140,7 +145,7 @@ class DecoderSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The plain dict form (what TOML and JSON hold); ``from_dict`` reads it back equal."""
-        data: dict[str, Any] = _converter.unstructure(self)
+        data: dict[str, Any] = {"spec_version": SPEC_VERSION, **_converter.unstructure(self)}
         if data.get("n_kv_heads") is None:
             data.pop("n_kv_heads", None)
         if not data["layers"]:
@@ -164,9 +169,11 @@ class DecoderSpec:
     def from_json(cls, text: str, *, source: str = "JSON spec") -> "DecoderSpec":
         """Parse JSON text."""
         try:
-            data = json.loads(text)
+            data = json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise SpecError([f"not valid JSON: {err}"], source=source) from None
+        except _DuplicateKey as err:
+            raise SpecError([str(err)], source=source) from None
         if not isinstance(data, dict):
             raise SpecError([f"expected a JSON object, got {type(data).__name__}"], source=source)
         return cls.from_dict(data, source=source)
@@ -180,7 +187,7 @@ class DecoderSpec:
         """Read a ``.toml`` or ``.json`` spec file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted
         except (OSError, UnicodeDecodeError) as err:
             raise SpecError([f"cannot read {path}: {err}"], source=str(path)) from None
         if path.suffix.lower() == ".json":
@@ -194,6 +201,39 @@ class DecoderSpec:
 
         chosen = (registry or default_registry()).preset(name)
         return cls.from_dict(chosen.spec, source=f"preset {name!r}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json.loads would keep the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(
+                f"key {key!r} appears twice in one JSON object ({seen[key]!r}, then {value!r}); "
+                "keep one"
+            )
+        seen[key] = value
+    return seen
+
+
+def _without_version(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``data`` without ``spec_version``, refused if it is newer than this code understands."""
+    if not isinstance(data, Mapping) or "spec_version" not in data:
+        return data
+    version = data["spec_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SpecError([f"spec_version: {version!r} must be a whole number from 1"], source=source)
+    if version > SPEC_VERSION:
+        raise SpecError(
+            [f"spec_version: this spec has version {version}, but this transformer-from-scratch "
+             f"reads versions up to {SPEC_VERSION}; upgrade it (pip install -U "
+             "transformer-from-scratch)"], source=source,
+        )  # fmt: skip
+    return {k: v for k, v in data.items() if k != "spec_version"}
 
 
 def _expanded(spec: DecoderSpec) -> dict[str, Any]:

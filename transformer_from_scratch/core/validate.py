@@ -84,9 +84,8 @@ def _fit(components: Components, registry: Registry, where: str) -> list[str]:
     kernel = parts.get("attention_kernel")
     problems = []
     for need, lacks in (("rotary", attention), ("score_bias", attention), ("score_bias", kernel)):
-        if positional and lacks and need in positional.capabilities:
-            if need not in lacks.capabilities:
-                problems.append(_misfit(positional, lacks, need, registry, where))
+        if positional and lacks and need in positional.capabilities - lacks.capabilities:
+            problems.append(_misfit(positional, lacks, need, registry, where))
     if (
         kernel is not None
         and "window" in components.attention_kernel.options
