@@ -10,11 +10,18 @@ The public face; everything here is re-exported from the private modules::
 
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.cache import KVCache, LayerCache
+from transformer_from_scratch.core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_decoder,
+    save_decoder,
+)
 from transformer_from_scratch.core.component import Component, Components
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.errors import (
     CheckpointError,
+    ComponentError,
     DuplicateComponentError,
     IncompatibleComponentsError,
     PluginError,
@@ -31,8 +38,10 @@ from transformer_from_scratch.core.validate import check_spec, load_spec
 
 __all__ = [
     "KINDS",
+    "Checkpoint",
     "CheckpointError",
     "Component",
+    "ComponentError",
     "Components",
     "Decoder",
     "DecoderSpec",
@@ -54,6 +63,9 @@ __all__ = [
     "check_spec",
     "default_registry",
     "hookimpl",
+    "load_checkpoint",
+    "load_decoder",
     "load_registry",
     "load_spec",
+    "save_decoder",
 ]

@@ -13,6 +13,7 @@ from torch import nn
 from transformer_from_scratch.core.component import Component
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.dryrun import dry_run
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.plugins import default_registry
@@ -54,7 +55,7 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
     blocks = [_block(parts, spec, dims.at_layer(i)) for i in range(spec.n_layers)]
     final_norm = parts.make("norm", comps.norm, dims) if spec.final_norm else nn.Identity()
     unembedding = parts.make("unembedding", comps.unembedding, dims, embedding=embedding)
-    return Decoder(
+    decoder = Decoder(
         spec,
         embedding=embedding,
         positional=positional,  # type: ignore[arg-type]
@@ -63,6 +64,8 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
         unembedding=unembedding,
         parts=parts.made,
     )
+    dry_run(decoder)
+    return decoder
 
 
 def _block(parts: _Parts, spec: DecoderSpec, dims: Dims) -> nn.Module:

@@ -50,6 +50,7 @@ class Decoder(nn.Module):
 
     def forward(self, tokens: TokenIds, cache: KVCache | None = None) -> Logits:
         """Next-token logits at every position; with ``cache``, continue where it left off."""
+        self.check_tokens(tokens)
         offset = cache.length if cache is not None else 0
         positions = self.positions(tokens.shape[1], offset, tokens.device)
         residual = self.residual_at_start(tokens, positions)
@@ -60,6 +61,19 @@ class Decoder(nn.Module):
             )
         logits: torch.Tensor = self.unembedding(self.final_norm(residual))
         return logits
+
+    def check_tokens(self, tokens: TokenIds) -> None:
+        """Refuse token ids outside ``0 .. d_vocab - 1``, naming the first and where it is."""
+        if tokens.numel() == 0 or tokens.is_meta:
+            return
+        outside = (tokens < 0) | (tokens >= self.spec.d_vocab)
+        if bool(outside.any()):
+            where = tuple(int(i) for i in outside.nonzero()[0])
+            raise TfsError(
+                f"token id {int(tokens[where])} at (sample, position) {where} is outside the "
+                f"vocabulary: this model's ids run 0..{self.spec.d_vocab - 1} (d_vocab = "
+                f"{self.spec.d_vocab}); was the text encoded with another tokenizer?"
+            )
 
     def residual_at_start(self, tokens: TokenIds, positions: Positions) -> Residual:
         """The residual stream before the first block: token embedding (+ position vectors)."""

@@ -35,10 +35,12 @@ class SpecError(TfsError, ValueError):
 class UnknownComponentError(TfsError, LookupError):
     """No implementation of that kind is registered under that name."""
 
-    def __init__(self, kind: str, name: str, registered: Iterable[str]) -> None:
+    def __init__(
+        self, kind: str, name: str, registered: Iterable[str], origins: Mapping[str, str] = {}
+    ) -> None:
         self.kind, self.name = kind, name
         self.registered = sorted(registered)
-        super().__init__(unknown_name_message(f"{kind}", name, self.registered))
+        super().__init__(unknown_name_message(f"{kind}", name, self.registered, origins))
 
 
 class DuplicateComponentError(TfsError):
@@ -53,18 +55,30 @@ class IncompatibleComponentsError(SpecError):
     """The spec names parts that cannot work together; raised before any weight is allocated."""
 
 
+class ComponentError(TfsError):
+    """A built component broke its kind's contract (found by the dry run after building)."""
+
+
 class CheckpointError(TfsError):
     """A checkpoint file is missing, damaged, tampered with, or names parts not installed."""
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest candidate, or an empty string."""
+def did_you_mean(name: str, candidates: Iterable[str], origins: Mapping[str, str] = {}) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest candidate (with where it comes from, if
+    ``origins`` names it), or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    if not close:
+        return ""
+    origin = f" (from {origins[close[0]]})" if close[0] in origins else ""
+    return f"; did you mean {close[0]!r}{origin}?"
 
 
-def unknown_name_message(what: str, name: str, registered: Sequence[str]) -> str:
-    """The message for an unknown name: the name, a suggestion and what exists."""
-    listing = ", ".join(registered) if registered else "(none)"
-    hint = did_you_mean(name, registered) or ";"
+def unknown_name_message(
+    what: str, name: str, registered: Sequence[str], origins: Mapping[str, str] = {}
+) -> str:
+    """The message for an unknown name: the name, a suggestion and what exists; ``origins``
+    maps names to the distribution that provides them (shown for plugins' names)."""
+    shown = [f"{n} ({origins[n]})" if n in origins else n for n in registered]
+    listing = ", ".join(shown) if shown else "(none)"
+    hint = did_you_mean(name, registered, origins) or ";"
     return f"unknown {what} {name!r}{hint} registered: {listing}"

@@ -54,7 +54,9 @@ def load_registry(
         builtin = Provider("builtin", DISTRIBUTION, _own_version())
         _install(registry, builtin, importlib.import_module(module_name), strict=True)
     if autoload:
-        for entry_point in _entry_points():
+        found = _entry_points()
+        _report_shared_names(registry, found, strict)
+        for entry_point in found:
             _load_entry_point(registry, entry_point, strict=strict)
     for provider, plugin in plugins:
         _install(registry, provider, plugin, strict=strict)
@@ -72,6 +74,27 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(found, key=lambda ep: ep.name)
 
 
+def _report_shared_names(
+    registry: Registry, found: list[metadata.EntryPoint], strict: bool
+) -> None:
+    """Two distributions exposing one entry-point name: both load, and the clash is reported."""
+    by_name: dict[str, list[str]] = {}
+    for entry_point in found:
+        dist = entry_point.dist
+        by_name.setdefault(entry_point.name, []).append(
+            f"{dist.name} {dist.version}" if dist is not None else "<unknown distribution>"
+        )
+    for name, dists in sorted(by_name.items()):
+        if len(dists) > 1:
+            provider = Provider(name, " and ".join(dists), "")
+            message = (
+                f"the entry point name {name!r} is exposed by {len(dists)} distributions "
+                f"({', '.join(dists)}); both are loaded, but reports name plugins by entry "
+                "point: rename one in its pyproject.toml"
+            )
+            _fail(registry, provider, message, strict, PluginError(message))
+
+
 def _load_entry_point(registry: Registry, entry_point: metadata.EntryPoint, strict: bool) -> None:
     dist = entry_point.dist
     provider = Provider(
@@ -81,7 +104,7 @@ def _load_entry_point(registry: Registry, entry_point: metadata.EntryPoint, stri
     )
     try:
         plugin = entry_point.load()
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # KeyboardInterrupt or SystemExit too: the others still load
         _fail(
             registry,
             provider,
@@ -106,7 +129,7 @@ def _install(registry: Registry, provider: Provider, plugin: object, *, strict: 
             )
         manager.hook.register_components(registry=staging)
         registry.merge(staging)
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:  # KeyboardInterrupt or SystemExit too: the others still load
         _fail(registry, provider, _describe(exc), strict, exc)
 
 

@@ -243,7 +243,15 @@ class Registry:
         try:
             return self._entries[(kind, name)]
         except KeyError:
-            raise UnknownComponentError(kind, name, self.names(kind)) from None
+            raise UnknownComponentError(kind, name, self.names(kind), self.origins(kind)) from None
+
+    def origins(self, kind: str) -> dict[str, str]:
+        """Which distribution provides each of ``kind``'s names that is not a built-in."""
+        return {
+            e.name: e.provider.distribution
+            for e in self.entries(kind)
+            if e.provider.plugin != "builtin"
+        }
 
     def names(self, kind: str) -> list[str]:
         """The registered names of ``kind``, sorted."""

@@ -7,6 +7,7 @@ When the sequence outgrows the context window, the oldest tokens are dropped and
 recomputed (absolute positions cannot be shifted inside a cache).
 """
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import attrs
@@ -32,12 +33,17 @@ class GenerationConfig:
     use_cache: bool = True
 
     def __attrs_post_init__(self) -> None:
-        if self.max_new_tokens < 0 or self.temperature < 0:
-            raise TfsError("max_new_tokens and temperature must not be negative")
+        problems = []
+        if self.max_new_tokens < 0:
+            problems.append(f"max_new_tokens = {self.max_new_tokens} must be 0 or more")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            problems.append(f"temperature = {self.temperature} must be 0 (greedy) or more")
         if self.top_k is not None and self.top_k < 1:
-            raise TfsError(f"top_k must be at least 1, got {self.top_k}")
+            problems.append(f"top_k = {self.top_k} must be at least 1")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise TfsError(f"top_p must be in (0, 1], got {self.top_p}")
+            problems.append(f"top_p = {self.top_p} must be above 0 and at most 1")
+        if problems:
+            raise TfsError("; ".join(problems))
 
 
 def can_cache(decoder: Decoder) -> bool:

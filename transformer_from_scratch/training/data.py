@@ -79,6 +79,8 @@ def _split_file(path: Path) -> Corpus:
     if not data.strip():
         raise TfsError(f"{path} is empty: there is no text to train on")
     cut = int(len(data) * 0.9)
+    while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # never inside a UTF-8 character
+        cut -= 1
     return Corpus(
         train=[Document(f"{path} (bytes 0..{cut})", data[:cut])],
         validation=[Document(f"{path} (bytes {cut}..)", data[cut:])],
