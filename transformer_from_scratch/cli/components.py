@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from transformer_from_scratch.cli._table import format_table
-from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core import memory
+from transformer_from_scratch.core.builder import build_decoder, count_parameters
 from transformer_from_scratch.core.errors import TfsError, did_you_mean
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.spec import DecoderSpec
@@ -23,6 +24,11 @@ def add_commands(sub: Any) -> None:
     )
     show = spec.add_parser("show", help="print a preset or spec file as TOML")
     show.add_argument("spec", metavar="SPEC_OR_PRESET")
+    show.add_argument("--memory", action="store_true",
+                      help="print the memory it needs instead (nothing is allocated)")  # fmt: skip
+    show.add_argument("--batch-size", type=int, default=16, help="for --memory (default 16)")
+    show.add_argument("--context", type=int, help="for --memory (default: n_ctx)")
+    show.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     show.set_defaults(run=run_spec_show)
     diff = spec.add_parser("diff", help="show the fields where two specs differ")
     diff.add_argument("first", metavar="A")
@@ -68,8 +74,23 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_spec_show(args: argparse.Namespace) -> int:
-    """Print a spec as TOML."""
-    print(resolve_spec(args.spec).to_toml(), end="")
+    """Print a spec as TOML, or (``--memory``) what it needs to infer and to train."""
+    spec = resolve_spec(args.spec)
+    if not args.memory:
+        print(spec.to_toml(), end="")
+        return 0
+    if args.batch_size < 1 or (args.context is not None and not 1 <= args.context <= spec.n_ctx):
+        raise TfsError(f"--batch-size must be at least 1 and --context within 1..{spec.n_ctx}")
+    count = count_parameters(spec)
+    if count is None:
+        raise TfsError(f"{args.spec}: a part cannot be built on the meta device to be counted")
+    infer = memory.estimate(spec, count.total)
+    train = memory.estimate(spec, count.total, batch=args.batch_size, context=args.context,
+                            dtype=args.dtype)  # fmt: skip
+    context = args.context or spec.n_ctx
+    print(f"{args.spec}: inference (weights only)\n{infer.table()}\n")
+    print(f"training, batch {args.batch_size} x context {context}, {args.dtype}, AdamW, one "
+          f"device\n{train.table()}")  # fmt: skip
     return 0
 
 

@@ -8,8 +8,11 @@ calls each factory as ``factory(dims, **injected, **options)`` (see ``core.kinds
 import functools
 from typing import Any
 
+import attrs
+import torch
 from torch import nn
 
+from transformer_from_scratch.core import memory
 from transformer_from_scratch.core.component import Component
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.dims import Dims
@@ -42,11 +45,20 @@ class _Parts:
 
 
 def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> Decoder:
-    """Build the :class:`Decoder` a spec (or a preset's name) describes."""
+    """Build the :class:`Decoder` a spec (or a preset's name) describes.
+
+    Refused before anything is allocated when the spec is wrong or its weights cannot fit in
+    the memory available; a dry run on two tokens then checks every part keeps its contract.
+    """
     registry = registry or default_registry()
     if isinstance(spec, str):
         spec = DecoderSpec.preset(spec, registry)
     check_spec(spec, registry)
+    if torch.get_default_device().type != "meta":
+        count = count_parameters(spec, registry)
+        if count is not None:
+            memory.require_fits(memory.estimate(spec, count.total), "this spec's weights",
+                                per_layer=4 * count.per_layer, layers=spec.n_layers)  # fmt: skip
     parts = _Parts(registry)
     comps, dims = spec.components, spec.dims
     embedding = parts.make("embedding", comps.embedding, dims)
@@ -66,6 +78,58 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
     )
     dry_run(decoder)
     return decoder
+
+
+@attrs.frozen
+class ParameterCount:
+    """Parameters of a spec: in all, and in an average block."""
+
+    total: int
+    per_layer: int
+
+
+def count_parameters(spec: DecoderSpec, registry: Registry | None = None) -> ParameterCount | None:
+    """Count a spec's parameters without allocating them (parts built on ``meta``).
+
+    ``None`` when a part cannot be built there (a factory that reads tensor values).
+    """
+    registry = registry or default_registry()
+    try:
+        with torch.device("meta"):
+            outer = _unique_numel(_outer_parts(_Parts(registry), spec))
+            per_layer = _layer_average(registry, spec)
+    except Exception:  # a factory that needs real data: no estimate, no refusal
+        return None
+    return ParameterCount(outer + round(per_layer * spec.n_layers), round(per_layer))
+
+
+def _outer_parts(parts: _Parts, spec: DecoderSpec) -> list[nn.Module]:
+    comps, dims = spec.components, spec.dims
+    embedding = parts.make("embedding", comps.embedding, dims)
+    made = [embedding, parts.make("positional", comps.positional, dims)]
+    made.append(parts.make("unembedding", comps.unembedding, dims, embedding=embedding))
+    if spec.final_norm:
+        made.append(parts.make("norm", comps.norm, dims))
+    return made
+
+
+def _layer_average(registry: Registry, spec: DecoderSpec, sample: int = 64) -> float:
+    """Mean parameters per block over the layouts the layers use (sampled for huge depths)."""
+    step = max(1, spec.n_layers // sample)
+    layers = range(0, spec.n_layers, step)
+    seen: dict[str, int] = {}
+    counts = []
+    for layer in layers if spec.layers else range(min(1, spec.n_layers)):
+        key = repr(spec.components_for(layer))
+        if key not in seen:
+            seen[key] = _unique_numel([_block(_Parts(registry), spec, spec.dims.at_layer(layer))])
+        counts.append(seen[key])
+    return sum(counts) / len(counts) if counts else 0.0
+
+
+def _unique_numel(modules: list[nn.Module]) -> int:
+    unique = {id(p): p.numel() for m in modules for p in m.parameters()}
+    return sum(unique.values())
 
 
 def _block(parts: _Parts, spec: DecoderSpec, dims: Dims) -> nn.Module:

@@ -14,6 +14,7 @@ global attention on the rest (Gemma 2). In a spec::
 Later entries win where they overlap. Only the kinds built per block can be overridden.
 """
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -135,3 +136,15 @@ def _selector_problems(data: Mapping[str, Any], n_layers: Any, path: str) -> lis
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def representative_layers(n_layers: int, overrides: tuple[LayerOverride, ...]) -> range:
+    """Blocks enough to see every distinct layout: past every index and offset, overrides
+    repeat with the period of their ``every`` values (so a billion layers need not be walked)."""
+    if not overrides:
+        return range(0)
+    start = max([o.offset for o in overrides] + [i + 1 for o in overrides for i in o.indices or ()])
+    period = (
+        math.lcm(*(o.every for o in overrides if o.every)) if any(o.every for o in overrides) else 1
+    )
+    return range(min(n_layers, start + period))

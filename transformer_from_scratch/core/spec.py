@@ -48,6 +48,7 @@ from transformer_from_scratch.core.layers import (
     as_override,
     as_overrides,
     override_problems,
+    representative_layers,
 )
 
 if sys.version_info >= (3, 11):
@@ -96,7 +97,7 @@ class DecoderSpec:
     def all_components(self) -> list[tuple[str, Components]]:
         """``(where, components)``: the spec's own, then each block that differs from it."""
         found = [("components", self.components)]
-        for layer in range(self.n_layers):
+        for layer in representative_layers(self.n_layers, self.layers):
             chosen = self.components_for(layer)
             if chosen != self.components:
                 found.append((f"layer {layer}", chosen))

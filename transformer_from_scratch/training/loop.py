@@ -13,7 +13,8 @@ import attrs
 import torch
 from torch import nn
 
-from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core import memory
+from transformer_from_scratch.core.builder import build_decoder, count_parameters
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.errors import CheckpointError, TfsError
@@ -100,6 +101,7 @@ class Trainer:
         self.train_ids = token_stream(corpus.train, self.tokenizer)
         self.val_ids = token_stream(corpus.validation, self.tokenizer)
         self._check_lengths()
+        self.memory = self._check_memory()
         torch.manual_seed(config.seed)
         self.decoder = build_decoder(self.spec).to(self.device)
         self.optimizer = make_optimizer(self.decoder, config)
@@ -124,6 +126,18 @@ class Trainer:
                     f"--context {self.context} + 1; give more text or a shorter --context"
                 )
 
+    def _check_memory(self) -> memory.MemoryEstimate | None:
+        """Refuse, before allocating, a run that cannot fit; the estimate otherwise."""
+        count = count_parameters(self.spec)
+        if count is None:
+            return None
+        batch = max(1, self.config.batch_size // self.world.size)
+        need = memory.estimate(self.spec, count.total, batch=batch, context=self.context,
+                               dtype=self.config.dtype)  # fmt: skip
+        memory.require_fits(need, f"training --spec {self.config.spec} at --batch-size {batch} "
+                            f"and --context {self.context}", self.device)  # fmt: skip
+        return need
+
     def _wrap(self, decoder: Decoder) -> nn.Module:
         model: nn.Module = decoder
         if self.world.size > 1:
@@ -142,6 +156,10 @@ class Trainer:
                 self.progress.warn(f"took over the lock left by {self.lock.taken_over}")
             for path in run_folder.remove_temporary_files(out):
                 self.progress.warn(f"removed {path}, left by an interrupted save")
+        if self.memory is not None:
+            gib = self.memory.total / memory.GiB
+            self.progress.message(f"memory estimate: {gib:.2f} GiB per process "
+                                  f"({self.memory.parameters:,} parameters)")  # fmt: skip
         if self.config.resume:
             self._resume(self._resumable(out))
             return
