@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from transformer_from_scratch.cli.args import positive_int
 from transformer_from_scratch.core.errors import TfsError
 
 
@@ -17,9 +18,9 @@ def add_commands(sub: Any) -> None:
     a.add_argument(
         "--seq", default="256,1024,4096", help="comma-separated lengths (default: %(default)s)"
     )
-    a.add_argument("--batch", type=int, default=1)
-    a.add_argument("--heads", type=int, default=8)
-    a.add_argument("--d-head", type=int, default=64)
+    a.add_argument("--batch", type=positive_int, default=1)
+    a.add_argument("--heads", type=positive_int, default=8)
+    a.add_argument("--d-head", type=positive_int, default=64)
     a.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     a.add_argument("--device", default="cpu")
     a.add_argument("--mode", choices=["fwd", "fwd+bwd", "both"], default="both")
@@ -31,7 +32,7 @@ def add_commands(sub: Any) -> None:
         metavar="KERNEL.OPTION=VALUE",
         help="a kernel option, e.g. --option flash.tile=512 (repeatable)",
     )
-    a.add_argument("--repeats", type=int, default=5)
+    a.add_argument("--repeats", type=positive_int, default=5)
     a.add_argument("--json", type=Path, metavar="PATH")
     a.add_argument(
         "--plot", type=Path, metavar="PATH", help="PNG of time and memory (needs matplotlib)"
@@ -47,12 +48,12 @@ def add_commands(sub: Any) -> None:
         help="change a spec field, e.g. --set d_model=384 (repeatable)",
     )
     t.add_argument("--kernel", help="attention kernel to use (default: the spec's)")
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--batch-size", type=positive_int, default=16)
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     t.add_argument("--compile", action="store_true")
     t.add_argument("--no-reference", action="store_true", help="time the decoder alone")
-    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--rounds", type=positive_int, default=3)
     t.add_argument("--profile", action="store_true", help="also show where a step's time goes")
     t.set_defaults(run=run_train)
 

@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from transformer_from_scratch.cli.args import positive_int
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.kinds import KINDS
 
@@ -26,23 +27,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--plugin", metavar="DIST", help="only implementations from this distribution")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="check with these options only (repeatable; JSON values)")  # fmt: skip
-    p.add_argument("--jobs", type=_positive, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="run the implementations in N processes (default 1)")  # fmt: skip
-    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="torch threads per process (default: OMP_NUM_THREADS, else 1; tiny "
                    "models run fastest on one)")  # fmt: skip
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     p.set_defaults(run=run_check)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any] | None:

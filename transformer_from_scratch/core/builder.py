@@ -54,11 +54,7 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
     if isinstance(spec, str):
         spec = DecoderSpec.preset(spec, registry)
     check_spec(spec, registry)
-    if torch.get_default_device().type != "meta":
-        count = count_parameters(spec, registry)
-        if count is not None:
-            memory.require_fits(memory.estimate(spec, count.total), "this spec's weights",
-                                per_layer=4 * count.per_layer, layers=spec.n_layers)  # fmt: skip
+    _require_buildable(spec, registry)
     parts = _Parts(registry)
     comps, dims = spec.components, spec.dims
     embedding = parts.make("embedding", comps.embedding, dims)
@@ -78,6 +74,28 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
     )
     dry_run(decoder)
     return decoder
+
+
+# Beyond any machine, and beyond what Python can build module by module even on ``meta``.
+MAX_PARAMETERS, MAX_LAYERS = 10**15, 100_000
+
+
+def _require_buildable(spec: DecoderSpec, registry: Registry) -> None:
+    """Refuse, before allocating, weights that cannot fit (or, on ``meta``, cannot be built)."""
+    count = count_parameters(spec, registry)
+    if count is not None and count.total <= MAX_PARAMETERS and spec.n_layers <= MAX_LAYERS:
+        if torch.get_default_device().type != "meta":
+            memory.require_fits(memory.estimate(spec, count.total), "this spec's weights",
+                                per_layer=4 * count.per_layer, layers=spec.n_layers)  # fmt: skip
+        return
+    if count is None and spec.n_layers <= MAX_LAYERS:
+        return  # a part that cannot be counted on meta: built as asked
+    size = f"{count.total:.3g} parameters" if count else "its size"
+    raise TfsError(
+        f"this spec cannot be built: n_layers = {spec.n_layers:,} and {size} are beyond any "
+        f"machine (at most {MAX_LAYERS:,} blocks and {MAX_PARAMETERS:.0e} parameters); check "
+        "n_layers, d_model, d_mlp and d_vocab"
+    )
 
 
 @attrs.frozen

@@ -316,7 +316,12 @@ def _positive_int(value: Any, path: str) -> list[str]:
         return [f"{path}: expected a whole number, got {value!r} ({type(value).__name__})"]
     if value <= 0:
         return [f"{path}: must be positive, got {value}"]
+    if value > MAX_SIZE:
+        return [f"{path}: {value:.3g} is larger than any tensor dimension ({MAX_SIZE:,} at most)"]
     return []
+
+
+MAX_SIZE = 2**31 - 1  # tensor dimensions beyond int32 are refused by most kernels
 
 
 def _cross_field_problems(data: Mapping[str, Any]) -> list[str]:
