@@ -259,12 +259,6 @@ def _load_state(
     decoder: Decoder, tensors: dict[str, torch.Tensor], aliases: Mapping[str, str], path: Path
 ) -> None:
     expected = decoder.state_dict()
-    strays = sorted(
-        f"{a} -> {t}" for a, t in aliases.items() if a not in expected or t not in tensors
-    )
-    if strays:
-        raise CheckpointError(f"{path}: metadata field 'aliases' names tensors it lacks: "
-                              f"{_listed(strays)}")  # fmt: skip
     missing = sorted(set(expected) - set(tensors) - set(aliases))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [
@@ -281,6 +275,12 @@ def _load_state(
             f"{path} does not fit the model its own spec builds ({'; '.join(problems)}); was the "
             "implementation changed since it was saved?"
         )
+    strays = sorted(
+        f"{a} -> {t}" for a, t in aliases.items() if a not in expected or t not in tensors
+    )
+    if strays:
+        raise CheckpointError(f"{path}: metadata field 'aliases' names tensors it lacks: "
+                              f"{_listed(strays)}")  # fmt: skip
     bad = [
         n for n, t in sorted(tensors.items()) if t.is_floating_point() and not t.isfinite().all()
     ]
