@@ -360,3 +360,14 @@ BROKEN = [
     ("mlp", "makes_tensor_on_cpu", MakesTensorOnCPU, [], {"check_follows_device"}),
     ("positional", "log_distance_bias", LogDistanceBias, ["score_bias"], {"check_finite", "check_combinations"}),
 ]  # fmt: skip
+
+
+class NoGradMLP(GELU):
+    """Computes its output under torch.no_grad() (a habit from evaluation code)."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        with torch.no_grad():
+            return super().forward(residual)
+
+
+BROKEN.append(("mlp", "no_grad_mlp", NoGradMLP, [], {"check_gradient_reaches_every_parameter"}))  # fmt: skip

@@ -104,3 +104,11 @@ def test_check_options_that_the_factory_does_not_take_are_refused() -> None:
         from transformer_from_scratch.components.flash import Flash
 
         registry.register("attention_kernel", "mine", Flash, check_options=[{"tyle": 4}])
+
+
+def test_autograd_errors_from_any_kind_are_put_in_words(test_registry: tfs.Registry) -> None:
+    report = conformance.run(conformance.select(test_registry, ["no_grad_mlp"]))
+    messages = {r.check: r.message for r in report.failed}
+    assert messages["check_gradient_reaches_every_parameter"].startswith(
+        "its output has no gradient at all: is something computed under torch.no_grad()"
+    )

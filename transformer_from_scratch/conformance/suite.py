@@ -164,8 +164,26 @@ def _attempt(subject: Subject, check: Check) -> tuple[Outcome, str]:
     except CheckFailed as failure:
         return Outcome.FAILED, str(failure)
     except Exception as exc:  # a crash inside the implementation is a failure, not an error
-        return Outcome.FAILED, f"raised {type(exc).__name__}: {exc}"
+        return Outcome.FAILED, _in_words(exc)
     return Outcome.PASSED, note or ""
+
+
+# Autograd's own words for "no gradient can flow", and the property they mean.
+_AUTOGRAD = {
+    "does not require grad and does not have a grad_fn": "its output has no gradient at all",
+    "appears to not have been used in the graph": "an input gets no gradient from the output",
+}
+
+
+def _in_words(exc: Exception) -> str:
+    """A crash as a learner can act on it; autograd's errors put as the property broken."""
+    for raw, meaning in _AUTOGRAD.items():
+        if raw in str(exc):
+            return (
+                f"{meaning}: is something computed under torch.no_grad(), detached, or "
+                f"replaced by a new tensor? (autograd said: {exc})"
+            )
+    return f"raised {type(exc).__name__}: {exc}"
 
 
 def run(subjects: Iterable[Subject], expected_failures: ExpectedFailures | None = None) -> Report:
