@@ -305,3 +305,16 @@ def test_a_suggestion_names_the_distribution_that_provides_it() -> None:
     registry = _with("mlp", "scaled", _Scaled)
     with pytest.raises(tfs.SpecError, match=r"did you mean 'scaled' \(from tfs-mine\)\?"):
         tfs.build_decoder(tiny(mlp="scaleb"), registry)
+
+
+def test_a_missing_plugin_in_a_per_layer_override_is_named_with_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    registry = _with("mlp", "scaled", _Scaled)
+    spec = tiny(n_layers=2, layers=[{"indices": [1], "mlp": "scaled"}])
+    path = save_decoder(tfs.build_decoder(spec, registry), tmp_path / "model.safetensors")
+    with pytest.raises(tfs.CheckpointError) as caught:
+        tfs.load_decoder(path, tfs.load_registry(autoload=False))
+    message = str(caught.value)
+    assert str(path) in message and "mlp 'scaled' (layer 1)" in message
+    assert "pip install tfs-mine" in message
