@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from transformer_from_scratch.cli import bench, check, components, train
+from transformer_from_scratch.cli.args import add_threads, each_command
+from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.errors import TfsError
 
 COMMANDS = (train, components, check, bench)
@@ -22,12 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add_commands(sub)
+    for path, command in each_command(parser):
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks on errors")  # fmt: skip
+        tiny = path.startswith("check")
+        add_threads(command, "TFS_THREADS or OMP_NUM_THREADS, else 1" if tiny else
+                    "TFS_THREADS or OMP_NUM_THREADS, else the idle cores")  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tfs`` with ``argv``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    use_threads(args.threads, one_is_best=args.command == "check")
     try:
         code: int = args.run(args)
     except (TfsError, OSError) as err:

@@ -12,3 +12,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def add_threads(parser: argparse.ArgumentParser, default_help: str) -> None:
+    """Give a (sub)command ``--threads N``."""
+    if any("--threads" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help=f"torch threads here (default: {default_help})")  # fmt: skip
+
+
+def each_command(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every leaf (sub)command of ``parser``, with its path (``"spec show"``)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                below = each_command(sub)
+                found += [(f"{name} {p}".strip(), s) for p, s in below] or [(name, sub)]
+    return found

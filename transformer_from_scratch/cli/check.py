@@ -3,12 +3,12 @@
 import argparse
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from transformer_from_scratch.cli.args import positive_int
+from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.kinds import KINDS
 
@@ -52,21 +52,12 @@ def parse_options(pairs: list[str]) -> dict[str, Any] | None:
     return options
 
 
-def set_threads(threads: int | None) -> int:
-    """Set torch's thread count: ``threads``, else OMP_NUM_THREADS, else 1."""
-    import torch
-
-    chosen = threads or int(os.environ.get("OMP_NUM_THREADS", "1") or 1)
-    torch.set_num_threads(max(1, chosen))
-    return chosen
-
-
 def _run_in_worker(job: tuple[str, str, dict[str, Any], int]) -> list[Any]:
     from transformer_from_scratch import conformance
     from transformer_from_scratch.core.plugins import default_registry
 
     kind, name, options, threads = job
-    set_threads(threads)
+    use_threads(threads)
     registry = default_registry()
     subject = conformance.Subject(registry.get(kind, name), registry, options)
     return conformance.run([subject]).results
@@ -76,7 +67,7 @@ def run_check(args: argparse.Namespace) -> int:
     """Run the selection, print the table, write JSON if asked; 1 on any failure."""
     from transformer_from_scratch import conformance
 
-    threads = set_threads(args.threads)
+    threads = use_threads(args.threads, one_is_best=True)
     subjects = conformance.select(
         names=args.names,
         kind=args.kind,
