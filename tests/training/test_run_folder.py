@@ -281,3 +281,29 @@ def test_one_writer_per_run_folder_and_a_killed_writers_lock_is_taken_over(
     assert f"took over the lock left by process {first.pid}" in resumed.stderr + resumed.stdout
     steps = [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == saved.step + 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_saves_the_step_reached_and_prints_how_to_resume(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--spec", "tiny", "--data", str(data), "--tokenizer", "char", "--context",
+            "16", "--batch-size", "4", "--checkpoint-every", "100000", "--eval-every", "100000",
+            "--log-every", "1", "--sample-tokens", "0", "--quiet", "--steps", "100000",
+            "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(_tfs(*args), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    log = out / "log.jsonl"
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    saved = run_folder.latest(out)
+    assert saved is not None and saved.step >= 5
+    assert f"interrupted at step {saved.step} of 100000; saved {saved.model}" in stderr
+    assert f"Continue with: tfs train --out {out} --resume" in stderr
+    last_good_is_finite(out, saved.step)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from transformer_from_scratch.cli import bench, check, components, train
 from transformer_from_scratch.cli.args import add_threads, each_command
 from transformer_from_scratch.cli.threads import use_threads
-from transformer_from_scratch.core.errors import TfsError
+from transformer_from_scratch.core.errors import Interrupted, TfsError
 
 COMMANDS = (train, components, check, bench)
 
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_threads(args.threads, one_is_best=args.command == "check")
     try:
         code: int = args.run(args)
+    except Interrupted as stop:
+        print(f"tfs {args.command}: {stop}", file=sys.stderr)
+        return 130
     except (TfsError, OSError) as err:
         if args.debug:
             raise

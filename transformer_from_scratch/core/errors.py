@@ -55,6 +55,10 @@ class IncompatibleComponentsError(SpecError):
     """The spec names parts that cannot work together; raised before any weight is allocated."""
 
 
+class Interrupted(TfsError):
+    """A run stopped by the user (Ctrl-C) after saving where it was; the CLI exits with 130."""
+
+
 class ComponentError(TfsError):
     """A built component broke its kind's contract (found by the dry run after building)."""
 

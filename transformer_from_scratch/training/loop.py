@@ -4,6 +4,9 @@ import contextlib
 import json
 import math
 import os
+import shlex
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from transformer_from_scratch.core import memory
 from transformer_from_scratch.core.builder import build_decoder, count_parameters
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.decoder import Decoder
-from transformer_from_scratch.core.errors import CheckpointError, TfsError
+from transformer_from_scratch.core.errors import CheckpointError, Interrupted, TfsError
 from transformer_from_scratch.core.files import sha256
 from transformer_from_scratch.core.functional import token_loss
 from transformer_from_scratch.core.plugins import default_registry
@@ -115,6 +118,7 @@ class Trainer:
         self.model = self._wrap(self.decoder)
         self.lock = RunLock(config.out_dir)
         self.spikes = SpikeDetector(config.spike_sigma)
+        self.interrupted = False
         self.data_digest = sha256(self.train_ids.numpy().tobytes() + self.val_ids.numpy().tobytes())
 
     # --- set-up ------------------------------------------------------------------------
@@ -350,14 +354,17 @@ class Trainer:
         self.decoder.train()
         tokens_per_step = self.config.batch_size * self.context
         tick = time.perf_counter()
-        while self.step < stop:
-            loss = self.train_step()
-            self._watch_spikes(loss)
-            now = time.perf_counter()
-            speed = tokens_per_step / max(now - tick, 1e-9)
-            tick = now
-            self.progress.update(self.step, loss, speed)
-            self._periodic(loss, speed)
+        with self._finish_step_on_interrupt():
+            while self.step < stop:
+                loss = self.train_step()
+                self._watch_spikes(loss)
+                now = time.perf_counter()
+                speed = tokens_per_step / max(now - tick, 1e-9)
+                tick = now
+                self.progress.update(self.step, loss, speed)
+                self._periodic(loss, speed)
+                if self.interrupted:
+                    self._stop_interrupted()
         val_loss, val_accuracy = self.evaluate()
         self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy})
         path = self.save()
@@ -365,6 +372,34 @@ class Trainer:
         seconds = time.perf_counter() - began
         return TrainResult(
             self.step, val_loss, val_accuracy, path, sample, seconds, self.world.main
+        )
+
+    @contextlib.contextmanager
+    def _finish_step_on_interrupt(self) -> Iterator[None]:
+        """The first Ctrl-C lets the step finish, then saves; a second stops at once."""
+        if self.world.size > 1 or threading.current_thread() is not threading.main_thread():
+            yield  # torchrun's processes stop together by its own signal handling
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            self.progress.warn("interrupted: finishing this step and saving (Ctrl-C again to "
+                               "stop at once, without saving)")  # fmt: skip
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_interrupted(self) -> NoReturn:
+        path = self.save()
+        again = shlex.join(["tfs", "train", "--out", str(self.config.out_dir), "--resume"])
+        raise Interrupted(
+            f"interrupted at step {self.step} of {self.config.steps}; saved {path}. "
+            f"Continue with: {again}"
         )
 
     def _periodic(self, loss: float, speed: float) -> None:
