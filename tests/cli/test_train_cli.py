@@ -139,3 +139,23 @@ def test_two_processes_with_gloo_follow_the_single_process_loss_curve(
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 8
     assert two == pytest.approx(one, rel=1e-4)
+
+
+def test_resume_remembers_the_run_and_says_what_changed(
+    tfs_cli: Tfs, data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    first = tfs_cli("train", "--data", str(data), "--tokenizer", "char", *SMALL, "--lr", "0.002",
+                    "--quiet", "--sample-tokens", "0", "--out", str(out))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = tfs_cli("train", "--out", str(out), "--resume", "--sample-tokens", "0")
+    assert again.returncode == 0, again.stderr
+    assert "after 8 steps" in again.stdout  # the run's own --steps 8, not the default 1200
+    longer = tfs_cli("train", "--out", str(out), "--resume", "--steps", "12", "--quiet")
+    assert longer.returncode == 0, longer.stderr
+    assert "resume: --steps 12 (was 8)" in longer.stderr
+    assert "the learning-rate schedule now ends at step 12" in longer.stderr
+    assert "after 12 steps" in longer.stdout
+    refused = tfs_cli("train", "--out", str(out), "--resume", "--tokenizer", "byte")
+    assert refused.returncode == 2
+    assert "--tokenizer 'byte' (the run has 'char')" in refused.stderr

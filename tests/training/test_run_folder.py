@@ -299,7 +299,7 @@ def test_ctrl_c_saves_the_step_reached_and_prints_how_to_resume(data: Path, tmp_
         assert time.monotonic() < deadline and child.poll() is None
         time.sleep(0.05)
     child.send_signal(signal.SIGINT)
-    stdout, stderr = child.communicate(timeout=60)
+    _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130, stderr
     assert "Traceback" not in stderr
     saved = run_folder.latest(out)

@@ -115,6 +115,7 @@ def add_commands(sub: Any) -> None:
         help="warn when the loss is K standard deviations above its recent mean "
         "(default: %(default)s)")  # fmt: skip
     add("--stop-on-spike", action="store_true", help="stop the run at a loss spike")
+    _defaults_shown_not_set(p)
     p.set_defaults(run=run_train)
 
     g = sub.add_parser("generate", help="generate text from a checkpoint")
@@ -135,6 +136,17 @@ def add_commands(sub: Any) -> None:
     g.set_defaults(run=run_generate)
 
 
+def _defaults_shown_not_set(parser: argparse.ArgumentParser) -> None:
+    """Show each option's default in --help, but leave it unset, so a run knows what was given
+    (``--resume`` keeps the run's own options and applies only the given ones)."""
+    fields = {f.name for f in attrs.fields(TrainConfig)}
+    for action in parser._actions:
+        if action.dest in fields:
+            shown = getattr(_DEFAULTS, action.dest)
+            action.help = (action.help or "").replace("%(default)s", str(shown))
+            action.default = None
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train, then print the validation loss, the checkpoint path and a sample."""
     from transformer_from_scratch.training.loop import train
@@ -143,7 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if options.get("grad_clip") == 0:
         options["grad_clip"] = None
-    result = train(TrainConfig(**options))
+    result = train(TrainConfig(**options, given=frozenset(options)))
     if not result.main:
         return 0  # another process of a distributed run: rank 0 reports
     print(

@@ -80,8 +80,24 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
 MAX_PARAMETERS, MAX_LAYERS = 10**15, 100_000
 
 
+# A spec whose rough size is this many times smaller than free memory is not counted exactly:
+# counting on ``meta`` costs about a second the first time in a process (PyTorch's lazy imports).
+HEADROOM = 64
+
+
+def rough_parameters(spec: DecoderSpec) -> int:
+    """A GPT-2-like parameter count from the sizes alone (see :func:`count_parameters`)."""
+    d = spec.dims
+    per_layer = 4 * d.d_model * d.n_heads * d.d_head + 3 * d.d_model * d.d_mlp + 8 * d.d_model
+    return spec.n_layers * per_layer + 2 * d.d_vocab * d.d_model + d.n_ctx * d.d_model
+
+
 def _require_buildable(spec: DecoderSpec, registry: Registry) -> None:
     """Refuse, before allocating, weights that cannot fit (or, on ``meta``, cannot be built)."""
+    free = memory.available()
+    small = free is not None and rough_parameters(spec) * 4 * HEADROOM < free
+    if small and spec.n_layers <= MAX_LAYERS:
+        return
     count = count_parameters(spec, registry)
     if count is not None and count.total <= MAX_PARAMETERS and spec.n_layers <= MAX_LAYERS:
         if torch.get_default_device().type != "meta":

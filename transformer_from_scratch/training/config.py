@@ -81,6 +81,9 @@ class TrainConfig:
     keep: int = 3
     spike_sigma: float = 6.0
     stop_on_spike: bool = False
+    # The options the user gave (the CLI fills it); None: every option that differs from its
+    # default counts as given. Not saved with the run.
+    given: frozenset[str] | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
         problems = [problem for check in _CHECKS for problem in check(self)]
@@ -101,7 +104,17 @@ class TrainConfig:
 
     def to_json(self) -> str:
         """JSON of every option."""
-        return json.dumps(attrs.asdict(self), sort_keys=True)
+        options = attrs.asdict(self, filter=lambda field, _: field.name != "given")
+        return json.dumps(options, sort_keys=True)
+
+    def explicit(self) -> frozenset[str]:
+        """The options the user asked for (see ``given``)."""
+        if self.given is not None:
+            return self.given
+        return frozenset(
+            f.name for f in attrs.fields(TrainConfig)
+            if f.name != "given" and getattr(self, f.name) != f.default
+        )  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":

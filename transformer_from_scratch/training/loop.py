@@ -34,6 +34,7 @@ from transformer_from_scratch.training.distributed import join, leave
 from transformer_from_scratch.training.health import SpikeDetector, unhealthy
 from transformer_from_scratch.training.lock import RunLock
 from transformer_from_scratch.training.progress import Progress, RunLog
+from transformer_from_scratch.training.resume import remembered
 from transformer_from_scratch.training.schedule import learning_rate
 from transformer_from_scratch.training.tokenizers import Tokenizer
 
@@ -431,8 +432,16 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Run ``config`` to the end (or to ``stop_after``) and return the result."""
+    """Run ``config`` to the end (or to ``stop_after``) and return the result.
+
+    With ``resume``, the run's own saved options are used, with the given ones on top.
+    """
+    changes: list[str] = []
+    if config.resume:
+        config, changes = remembered(config)
     trainer = Trainer(config)
+    for line in changes:
+        trainer.progress.warn(f"resume: {line}")
     try:
         trainer.start()
         return trainer.run()
