@@ -78,3 +78,14 @@ def test_spec_diff_lists_differing_fields(tfs_cli: Tfs) -> None:
     assert "components.block.name               pre_norm  res_post_norm" in result.stdout
     same = tfs_cli("spec", "diff", "gpt2", "gpt2")
     assert (same.returncode, same.stdout.strip()) == (0, "the specs are identical")
+
+
+def test_build_shows_per_layer_overrides(tfs_cli: Tfs, tmp_path: Path) -> None:
+    spec = tmp_path / "layers.toml"
+    spec.write_text(
+        "d_model = 32\nn_layers = 4\nn_heads = 2\nd_head = 16\nd_mlp = 64\nd_vocab = 50\n"
+        'n_ctx = 16\n[[layers]]\nevery = 2\nmlp = "relu"\n'
+    )
+    result = tfs_cli("build", str(spec))
+    assert result.returncode == 0, result.stderr
+    assert "  then, for every 2 blocks from block 0: mlp=relu" in result.stdout

@@ -114,6 +114,15 @@ def run_build(args: argparse.Namespace) -> int:
     rows = [(kind, f"{n:,}") for kind, n in counts.items()]
     rows.append(("total", f"{sum(counts.values()):,}"))
     names = ", ".join(f"{k}={c}" for k, c in spec.components.items())
-    print(f"built {names}\n")
+    print(f"built {names}")
+    for override in spec.layers:
+        chosen = (
+            f"blocks {list(override.indices)}"
+            if override.indices is not None
+            else f"every {override.every} blocks from block {override.offset}"
+        )
+        parts = ", ".join(f"{k}={c}" for k, c in override.components.items())
+        print(f"  then, for {chosen}: {parts}")
+    print()
     print(format_table(["kind", "parameters"], rows))
     return 0

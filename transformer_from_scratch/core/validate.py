@@ -103,8 +103,12 @@ def _misfit(needs: Entry, lacks: Entry, capability: str, registry: Registry, whe
     fits = _with_capability(registry, lacks.kind, capability)
     return (
         f"{where}.{lacks.kind}: {needs.id} needs the {capability!r} capability, which "
-        f"{lacks.id} does not declare; use a {lacks.kind} that has it ({fits})"
+        f"{lacks.id} does not declare; use {_article(lacks.kind)} {lacks.kind} that has it ({fits})"
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _with_capability(registry: Registry, kind: str, capability: str) -> str:

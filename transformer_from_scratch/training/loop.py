@@ -78,6 +78,12 @@ def resolve_spec(text: str, tokenizer: Tokenizer, context: int | None) -> Decode
     return spec.evolve(d_vocab=tokenizer.vocab_size)
 
 
+def _spec_vocab(text: str) -> int:
+    """The d_vocab a spec file or preset names, before the tokenizer's size replaces it."""
+    spec = load_spec(text) if Path(text).is_file() else DecoderSpec.preset(text)
+    return spec.d_vocab
+
+
 def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases, gains or position vectors)."""
     decay = [p for p in decoder.parameters() if p.dim() >= 2]
@@ -161,6 +167,10 @@ class Trainer:
                 self.progress.warn(f"took over the lock left by {self.lock.taken_over}")
             for path in run_folder.remove_temporary_files(out):
                 self.progress.warn(f"removed {path}, left by an interrupted save")
+        asked = self.config.spec
+        if self.spec.d_vocab != _spec_vocab(asked):
+            self.progress.message(f"d_vocab = {self.spec.d_vocab}: the tokenizer's vocabulary "
+                                  f"(the spec {asked} says {_spec_vocab(asked)})")  # fmt: skip
         if self.memory is not None:
             gib = self.memory.total / memory.GiB
             self.progress.message(f"memory estimate: {gib:.2f} GiB per process "
