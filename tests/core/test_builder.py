@@ -93,7 +93,7 @@ def test_incompatible_parts_are_refused_before_anything_is_built(tiny_spec: Spec
     assert _Recorder.calls == 0
     assert err.value.problems == [
         "components.attention_kernel: positional/bias_only needs the 'score_bias' capability, "
-        "which attention_kernel/no_bias does not declare; use a attention_kernel that has it "
+        "which attention_kernel/no_bias does not declare; use an attention_kernel that has it "
         "(flash, materialized, sdpa)"
     ]
 
