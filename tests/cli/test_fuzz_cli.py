@@ -60,9 +60,13 @@ def _base(path: tuple[str, ...], world: dict[str, str], out: Path) -> list[str]:
         ("generate",): ["--checkpoint", world["checkpoint"], "--max-new-tokens", "2"],
         ("check",): ["relu"],
         ("spec", "show"): ["tiny", "--memory"],
+        ("spec", "diff"): ["tiny", "small"],
+        ("list",): [],
+        ("build",): ["tiny"],
         ("bench", "attention"): ["--lengths", "8", "--kernels", "materialized"],
         ("bench", "train"): ["--spec", "tiny"],
     }  # fmt: skip
+    assert path in bases, f"give `{' '.join(path)}` a valid base command line in this test"
     return [*path, *bases[path]]
 
 
