@@ -90,6 +90,7 @@ def test_a_long_prompt_is_cut_from_the_left_and_the_user_is_told(
         "the prompt was 37 tokens too long for the context window; its first 37 tokens were dropped"
         in result.stderr
     )
+    assert result.stdout.startswith("…" + "x" * 63) and not result.stdout.startswith("…" + "x" * 64)
 
 
 def test_train_reports_bad_input_in_one_line(tfs_cli: Tfs, tmp_path: Path) -> None:

@@ -201,7 +201,8 @@ def run_generate(args: argparse.Namespace) -> int:
         stop_token=tokenizer.eot,
         use_cache=not args.no_cache,
     )
-    sys.stdout.write(args.prompt)
+    # What the model continues: the prompt as cut, marked, when it had to be cut.
+    sys.stdout.write("…" + tokenizer.decode(ids) if dropped else args.prompt)
     for piece in decode_stream(generate(decoder, ids, config), tokenizer.decode):
         sys.stdout.write(piece)
         sys.stdout.flush()
