@@ -308,13 +308,8 @@ class MakesTensorOnCPU(GELU):
         return super().forward(residual) * torch.ones(residual.shape[-1], dtype=residual.dtype)
 
 
-class DetachedValues(_Kernel):
-    """An exact kernel that detaches its values: a correct forward pass, no gradient to V."""
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
-                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
-        return super().forward(q, k, v.detach(), query_positions=query_positions,
-                               key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+class DetachedValues(ApproxDetachesValues):
+    """The same mistake in a kernel that declares itself exact: a correct forward pass."""
 
 
 class LogDistanceBias(tfs.PositionalEncoding):

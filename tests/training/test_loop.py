@@ -1,32 +1,15 @@
 """The training loop: exact resume, refusals that protect the user's run, and NaN handling."""
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 import transformer_from_scratch as tfs
+from tests.training.conftest import tiny_run as config
 from transformer_from_scratch.core.checkpoint import load_decoder
 from transformer_from_scratch.training import state as run_folder
-from transformer_from_scratch.training.config import TrainConfig
 from transformer_from_scratch.training.loop import read_log, train
-
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "text.txt"
-    path.write_text(TEXT)
-    return path
-
-
-def config(data: Path, out: Path, **changes: Any) -> TrainConfig:
-    base = {"spec": "tiny", "data": str(data), "tokenizer": "char", "steps": 12, "batch_size": 4,
-            "context": 16, "lr": 3e-3, "warmup": 3, "eval_every": 4, "eval_batches": 2,
-            "checkpoint_every": 5, "log_every": 2, "sample_tokens": 0, "out": str(out), "quiet": True}  # fmt: skip
-    return TrainConfig(**{**base, **changes})
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:

@@ -19,14 +19,13 @@ import torch
 
 import transformer_from_scratch as tfs
 from tests.conftest import DistMaker, Tfs
+from tests.training.conftest import TEXT, tiny_run
 from transformer_from_scratch.core.checkpoint import load_decoder
 from transformer_from_scratch.core.files import sha256
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.config import TrainConfig
 from transformer_from_scratch.training.health import SpikeDetector
 from transformer_from_scratch.training.loop import read_log, train
-
-TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
 # MLPs that misbehave after a number of training-mode forward passes (``after``).
 FAULTS = """
@@ -96,18 +95,8 @@ def register_components(registry):
 """
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    path = tmp_path / "text.txt"
-    path.write_text(TEXT)
-    return path
-
-
 def config(data: Path, out: Path, **changes: Any) -> TrainConfig:
-    base = {"spec": "tiny", "data": str(data), "tokenizer": "char", "steps": 12, "batch_size": 4,
-            "context": 16, "lr": 3e-3, "warmup": 3, "eval_every": 4, "eval_batches": 2,
-            "checkpoint_every": 5, "log_every": 1, "sample_tokens": 0, "out": str(out), "quiet": True}  # fmt: skip
-    return TrainConfig(**{**base, **changes})
+    return tiny_run(data, out, **{"log_every": 1, **changes})
 
 
 def faulty_spec(
