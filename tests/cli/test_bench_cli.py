@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Tfs
 
 
@@ -56,3 +58,15 @@ def test_bench_train_refuses_a_malformed_set(tfs_cli: Tfs) -> None:
     result = tfs_cli("bench", "train", "--spec", "tiny", "--set", "d_model")
     assert result.returncode == 2
     assert "write FIELD=VALUE" in result.stderr
+
+
+def test_bench_set_names_an_unknown_field_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from transformer_from_scratch.cli import main
+
+    assert main(["bench", "train", "--spec", "tiny", "--set", "d_modle=64"]) == 2
+    err = capsys.readouterr().err
+    assert "d_modle: unknown field; did you mean 'd_model'?" in err and "Traceback" not in err
+    assert main(["bench", "train", "--spec", "tiny", "--set", "d_model"]) == 2
+    assert "--set 'd_model': write FIELD=VALUE" in capsys.readouterr().err

@@ -1,6 +1,15 @@
 """Argument types shared by the subcommands: refused by argparse with a clear message."""
 
 import argparse
+import sys
+from typing import Any
+
+from transformer_from_scratch.core.errors import TfsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def positive_int(text: str) -> int:
@@ -31,3 +40,15 @@ def each_command(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Ar
                 below = each_command(sub)
                 found += [(f"{name} {p}".strip(), s) for p, s in below] or [(name, sub)]
     return found
+
+
+def key_value(item: str, flag: str, example: str, form: str = "KEY=VALUE") -> tuple[str, Any]:
+    """``KEY=VALUE`` from the command line; the value read as TOML (``4``, ``true``, ``"x"``),
+    else kept as the text given."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip() or not text:
+        raise TfsError(f"{flag} {item!r}: write {form}, for example {flag} {example}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), text

@@ -5,8 +5,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from transformer_from_scratch.cli.args import positive_int
+from transformer_from_scratch.cli.args import key_value, positive_int
 from transformer_from_scratch.core.errors import TfsError
+from transformer_from_scratch.core.spec import DecoderSpec
 
 
 def add_commands(sub: Any) -> None:
@@ -88,15 +89,13 @@ def _cases(args: argparse.Namespace) -> list[Any]:
 
 
 def _kernel_options(items: list[str]) -> dict[str, dict[str, Any]]:
-    import tomllib
-
     options: dict[str, dict[str, Any]] = {}
     for item in items:
-        target, _, value = item.partition("=")
+        target, value = key_value(item, "--option", "flash.tile=512", "KERNEL.OPTION=VALUE")
         kernel, _, key = target.partition(".")
-        if not (kernel and key and value):
+        if not (kernel and key):
             raise TfsError(f"--option {item!r}: write KERNEL.OPTION=VALUE, e.g. flash.tile=512")
-        options.setdefault(kernel, {})[key] = tomllib.loads(f"v = {value}")["v"]
+        options.setdefault(kernel, {})[key] = value
     return options
 
 
@@ -128,20 +127,13 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def _spec(args: argparse.Namespace) -> Any:
-    import tomllib
-
     from transformer_from_scratch.cli.components import resolve_spec
 
     spec = resolve_spec(args.spec)
-    changes: dict[str, Any] = {}
-    for item in args.set:
-        field, _, value = item.partition("=")
-        if not value:
-            raise TfsError(f"--set {item!r}: write FIELD=VALUE, for example --set d_model=384")
-        changes[field.strip()] = tomllib.loads(f"v = {value}")["v"]
-    if args.kernel:
-        changes["attention_kernel"] = args.kernel
-    return spec.evolve(**changes) if changes else spec
+    changes = dict(key_value(item, "--set", "d_model=384", "FIELD=VALUE") for item in args.set)
+    if changes:  # through from_dict: an unknown field gets "did you mean", not a traceback
+        spec = DecoderSpec.from_dict({**spec.to_dict(), **changes}, source="--set")
+    return spec.evolve(attention_kernel=args.kernel) if args.kernel else spec
 
 
 def run_train(args: argparse.Namespace) -> int:

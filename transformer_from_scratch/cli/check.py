@@ -1,15 +1,13 @@
 """``tfs check``: run the conformance suite on registered implementations."""
 
 import argparse
-import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from transformer_from_scratch.cli.args import positive_int
+from transformer_from_scratch.cli.args import key_value, positive_int
 from transformer_from_scratch.cli.threads import use_threads
-from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.kinds import KINDS
 
 
@@ -37,19 +35,11 @@ def add_commands(sub: Any) -> None:
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any] | None:
-    """``["tile=4", "window=null"]`` -> ``{"tile": 4, "window": None}``; ``None`` if empty."""
+    """``["tile=4", "approximate=tanh"]`` -> ``{"tile": 4, "approximate": "tanh"}``; ``None`` if
+    empty."""
     if not pairs:
         return None
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise TfsError(f"--option {pair!r}: write KEY=VALUE, for example --option tile=64")
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text
-    return options
+    return dict(key_value(pair, "--option", "tile=64") for pair in pairs)
 
 
 def _run_in_worker(job: tuple[str, str, dict[str, Any], int]) -> list[Any]:

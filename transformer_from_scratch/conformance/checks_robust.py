@@ -145,7 +145,7 @@ def check_follows_device(subject: Subject) -> None:
                 out, where = _run_on(subject, dtype, meta=True), "meta"
             except _NeedsData:
                 out, where = _run_on(subject, dtype, meta=False), "cpu"
-        except _MovedToCPU as moved:
+        except (_MovedToCPU, _NeedsData) as moved:  # off meta, a read of a tensor made there
             raise CheckFailed(f"{_ON_CPU} (called .{moved})") from moved
         if out.device.type != where:
             raise CheckFailed(f"inputs on {where} gave an output on {out.device}: {_ON_CPU}")

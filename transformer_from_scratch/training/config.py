@@ -9,7 +9,7 @@ import attrs
 
 from transformer_from_scratch.core.errors import TfsError
 
-# (option, lowest allowed, whether the lowest itself is allowed, highest or None, exclusive)
+# (option, lowest, whether the lowest itself is allowed, highest (excluded) or None)
 _RANGES = [
     ("steps", 1, True, None), ("batch_size", 1, True, None), ("eval_every", 1, True, None),
     ("eval_batches", 1, True, None), ("checkpoint_every", 1, True, None),
@@ -41,9 +41,6 @@ def _range_problems(config: "TrainConfig") -> list[str]:
             )
             problems.append(f"{_flag(name)} = {value} is out of range: it must be {allowed}")
     return problems
-
-
-_CHECKS = (_range_problems,)
 
 
 @attrs.frozen(kw_only=True)
@@ -86,7 +83,7 @@ class TrainConfig:
     given: frozenset[str] | None = attrs.field(default=None, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        problems = [problem for check in _CHECKS for problem in check(self)]
+        problems = _range_problems(self)
         if self.dtype not in ("float32", "bfloat16"):
             problems.append(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
         if problems:
