@@ -11,15 +11,19 @@ class Dims:
     factory can depend on depth (for example a residual-scaled initialisation).
     """
 
-    d_model: int
-    n_layers: int
-    n_heads: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
-    n_kv_heads: int
-    layer: int | None = None
+    d_model: int = attrs.field(metadata={"doc": "width of the residual stream"})
+    n_layers: int = attrs.field(metadata={"doc": "number of blocks"})
+    n_heads: int = attrs.field(metadata={"doc": "query heads per attention layer"})
+    d_head: int = attrs.field(metadata={"doc": "width of one head's queries, keys and values"})
+    d_mlp: int = attrs.field(metadata={"doc": "hidden width of the MLP"})
+    d_vocab: int = attrs.field(metadata={"doc": "number of token ids"})
+    n_ctx: int = attrs.field(metadata={"doc": "longest sequence (positions 0 .. n_ctx-1)"})
+    n_kv_heads: int = attrs.field(
+        metadata={"doc": "key/value heads (divides n_heads; fewer means grouped-query)"}
+    )
+    layer: int | None = attrs.field(
+        default=None, metadata={"doc": "index of the block being built; None outside blocks"}
+    )
 
     def at_layer(self, layer: int) -> "Dims":
         """These dimensions, told which block is being built."""

@@ -209,3 +209,16 @@ class _LayerNorm(torch.autograd.Function):
         along = (g * xhat).mean(-1, keepdim=True)
         grad_x = g.sub_(g.mean(-1, keepdim=True)).sub_(xhat * along).mul_(rstd)
         return grad_x, grad_weight, grad_bias, None
+
+
+# What a plugin may import from here (the plugin guide lists them); the rest is internal.
+PLUGIN_HELPERS = (
+    "new_weight",
+    "affine",
+    "causal_mask",
+    "gelu",
+    "rms_normalize",
+    "layer_normalize",
+    "choice_problems",
+    "next_token_loss",
+)

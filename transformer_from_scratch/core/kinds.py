@@ -44,6 +44,7 @@ class KindInfo:
     contract: str
     injected: tuple[str, ...] = ()
     capabilities: Mapping[str, str] = attrs.field(factory=dict)
+    guide: str = ""
 
 
 KINDS: dict[str, KindInfo] = {
@@ -53,6 +54,12 @@ KINDS: dict[str, KindInfo] = {
             "embedding",
             "tokens [batch pos] -> residual [batch pos d_model]; exposes `weight` "
             "[d_vocab d_model] so a tied unembedding can share it",
+            guide="""
+Called as `embedding(tokens)`: `tokens` is an integer tensor `[batch pos]` of ids in
+`0 .. d_vocab-1`. Returns the residual stream's first value, `[batch pos d_model]`, in the
+parameters' dtype. Keep the table as `self.weight`, an `nn.Parameter` of shape
+`[d_vocab d_model]`: a `tied` unembedding multiplies by that very tensor.
+""",
         ),
         KindInfo(
             "positional",
@@ -63,6 +70,16 @@ KINDS: dict[str, KindInfo] = {
                 "rotary": "rotate() turns queries and keys by their position",
                 "score_bias": "score_bias() returns a bias added to attention scores",
             },
+            guide="""
+Subclass `PositionalEncoding` and override the methods you use; the others stay neutral.
+`positions` is a 1-D integer tensor `[pos]` of absolute positions (with a KV cache the new
+tokens' positions start where the cache ends, not at 0). `embed(positions)` returns
+`[pos d_model]` vectors added to the residual stream, or `None`. `rotate(x, positions)` receives
+queries or keys `[batch head pos d_head]` and returns them turned, same shape.
+`score_bias(query_positions, key_positions)` returns `[head query_pos key_pos]`
+(`dims.n_heads` heads), added to the scores before the softmax, or `None`. Declare the capability of
+each method you override. A position never exceeds `dims.n_ctx - 1`.
+""",
         ),
         KindInfo(
             "attention_kernel",
@@ -74,6 +91,18 @@ KINDS: dict[str, KindInfo] = {
                 "score_bias": "adds a positional score bias (ALiBi) before the softmax",
                 "sliding_window": "honours a `window` option (each query sees the last w keys)",
             },
+            guide="""
+`queries` are `[batch head query_pos d_head]`; `keys` and `values` are
+`[batch head key_pos d_head]` with as many heads as the queries (grouped-query attention repeats
+the shared key/value heads before the kernel). `query_positions` `[query_pos]` and
+`key_positions` `[key_pos]` are 1-D integer tensors of absolute positions: without a cache they
+are equal; with a KV cache the keys reach further back, so `key_pos >= query_pos`. A query at
+position `i` may see a key at position `j` only if `j <= i`; with a `window` option `w`, only if
+`i - w < j <= i` (a window of 1 sees only itself). `score_bias`, when given, is
+`[head query_pos key_pos]`, added to the scaled scores before the mask and the softmax. Scale the scores by `1/sqrt(d_head)`. Return
+`[batch head query_pos d_head]` in the inputs' dtype; half-precision inputs may be accumulated in
+float32 inside.
+""",
         ),
         KindInfo(
             "attention",
@@ -84,8 +113,29 @@ KINDS: dict[str, KindInfo] = {
                 "rotary": "applies positional.rotate to queries and keys",
                 "score_bias": "passes positional.score_bias to its kernel",
             },
+            guide="""
+The factory receives `kernel`, the `attention_kernel` the spec chose: call it, do not write
+softmax attention yourself. `forward(residual, *, positional, positions, cache=None)`: `residual`
+is `[batch pos d_model]` (already normalised by the block if the block does so), `positional` the
+model's `PositionalEncoding` (call `positional.rotate` on queries and keys and pass
+`positional.score_bias(query_positions, key_positions)` to the kernel, so any encoding works),
+`positions` the 1-D integer positions of these tokens. `cache`, when given, is a `LayerCache`:
+`keys, values = cache.extend(keys, values)` appends this call's keys and values
+`[batch kv_head pos d_head]` and returns all of them; the key positions then run from
+`positions[0] - earlier` where `earlier` is `cache.length` before the call. Use `dims.n_heads`,
+`dims.n_kv_heads` and `dims.d_head`. Returns this sublayer's output `[batch pos d_model]` (what
+is added to the stream, not the stream itself).
+""",
         ),
-        KindInfo("mlp", "residual [batch pos d_model] -> residual [batch pos d_model]"),
+        KindInfo(
+            "mlp",
+            "residual [batch pos d_model] -> residual [batch pos d_model]",
+            guide="""
+`forward(residual)`: `[batch pos d_model]` in, `[batch pos d_model]` out, each position on its
+own (no mixing across positions or samples). `dims.d_mlp` is the hidden width. Returns what is
+added to the stream.
+""",
+        ),
         KindInfo(
             "norm",
             "residual [batch pos d_model] -> residual [batch pos d_model]",
@@ -96,6 +146,11 @@ KINDS: dict[str, KindInfo] = {
                 "shift_invariant": "adding a constant to an input vector does not change its "
                 "output",
             },
+            guide="""
+`forward(residual)`: `[batch pos d_model]` in; normalises each position's `[d_model]` vector on
+its own; same shape and dtype out. The builder calls the factory once per place a norm is needed (each block's norms and
+the final norm), so each call must make fresh parameters.
+""",
         ),
         KindInfo(
             "block",
@@ -105,12 +160,26 @@ KINDS: dict[str, KindInfo] = {
             capabilities={
                 "identity_path": "with sublayers that output zero, the block returns its input",
             },
+            guide="""
+The factory receives the block's `attention` and `mlp` (already built) and `make_norm`, a
+function of no arguments returning a fresh norm each time it is called. `forward(residual, *,
+positional, positions, cache=None)` returns the residual stream after the block
+`[batch pos d_model]`: call `attention(x, positional=positional, positions=positions,
+cache=cache)` and `mlp(x)` and add their outputs into the stream in the layout you implement.
+Hand the `cache` on to the attention unchanged.
+""",
         ),
         KindInfo(
             "unembedding",
             "residual [batch pos d_model] -> logits [batch pos d_vocab]",
             injected=("embedding",),
             capabilities={"tied": "shares the embedding's weight tensor (not a copy)"},
+            guide="""
+The factory receives the model's `embedding` (so a tied unembedding can keep
+`self.weight = embedding.weight`, the same `Parameter`). `forward(residual)` reads the final
+residual stream `[batch pos d_model]` (after the final norm, if the spec has one) and returns
+next-token logits `[batch pos d_vocab]`.
+""",
         ),
     ]
 }
@@ -192,6 +261,20 @@ class Unembedding(Protocol):
     def __call__(self, residual: Residual) -> Logits: ...
 
 
+# The class or protocol whose methods each kind's implementations provide (their signatures are
+# the contract the scaffold copies and the plugin guide shows).
+CONTRACTS: dict[str, type] = {
+    "embedding": TokenEmbedding,
+    "positional": PositionalEncoding,
+    "attention_kernel": AttentionKernel,
+    "attention": Sublayer,
+    "mlp": ResidualMap,
+    "norm": ResidualMap,
+    "block": Sublayer,
+    "unembedding": Unembedding,
+}
+
+
 def kind_info(kind: str) -> KindInfo:
     """The :class:`KindInfo` for ``kind``, or an error listing the kinds."""
     try:
@@ -201,6 +284,7 @@ def kind_info(kind: str) -> KindInfo:
 
 
 __all__ = [
+    "CONTRACTS",
     "KINDS",
     "AttentionKernel",
     "KindInfo",
