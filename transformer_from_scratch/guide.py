@@ -74,7 +74,7 @@ def method_source(kind: str, method: str) -> str:
 
 
 def factory_source(info: KindInfo) -> str:
-    """``def __init__(self, dims: Dims, <injected>) -> None:``, options to be added by the author."""
+    """``def __init__(self, dims: Dims, <injected>) -> None:``; the author adds options."""
     injected = [f"{name}: {INJECTED_TYPES[name]}" for name in info.injected]
     params = ", ".join(["self", "dims: Dims", *injected])
     return f"def __init__({params}) -> None:  # + your options: keyword arguments with defaults"
@@ -160,7 +160,7 @@ def render_kinds(registry: Registry) -> str:
 
 def render_builtins(registry: Registry) -> str:
     """One row per built-in: what it is (its docstring's first line), options, capabilities."""
-    rows = ["| kind / name | what | options (defaults) | capabilities |", "| --- | --- | --- | --- |"]
+    rows = ["| kind / name | what | options (defaults) | capabilities |", "| --- " * 4 + "|"]
     for info in KINDS.values():
         for entry in _builtins(registry, info.name):
             capabilities = ", ".join(f"`{c}`" for c in sorted(entry.capabilities))

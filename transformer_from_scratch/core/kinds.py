@@ -99,7 +99,8 @@ the shared key/value heads before the kernel). `query_positions` `[query_pos]` a
 are equal; with a KV cache the keys reach further back, so `key_pos >= query_pos`. A query at
 position `i` may see a key at position `j` only if `j <= i`; with a `window` option `w`, only if
 `i - w < j <= i` (a window of 1 sees only itself). `score_bias`, when given, is
-`[head query_pos key_pos]`, added to the scaled scores before the mask and the softmax. Scale the scores by `1/sqrt(d_head)`. Return
+`[head query_pos key_pos]`, added to the scaled scores before the mask and the softmax. Scale
+the scores by `1/sqrt(d_head)`. Return
 `[batch head query_pos d_head]` in the inputs' dtype; half-precision inputs may be accumulated in
 float32 inside.
 """,
@@ -148,8 +149,8 @@ added to the stream.
             },
             guide="""
 `forward(residual)`: `[batch pos d_model]` in; normalises each position's `[d_model]` vector on
-its own; same shape and dtype out. The builder calls the factory once per place a norm is needed (each block's norms and
-the final norm), so each call must make fresh parameters.
+its own; same shape and dtype out. The builder calls the factory once per place a norm is
+needed (each block's norms and the final norm), so each call must make fresh parameters.
 """,
         ),
         KindInfo(
