@@ -200,10 +200,10 @@ def stale(text: str, rendered: dict[str, str]) -> list[str]:
 def rewrite(text: str, rendered: dict[str, str]) -> str:
     """``text`` with every marked section replaced by its rendering."""
     for name, body in rendered.items():
-        pattern = _block(name)
-        if pattern.search(text) is None:
+        match = _block(name).search(text)
+        if match is None:
             raise SystemExit(f"no markers for section {name!r}: add {_BEGIN.format(name)!r}")
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
+        text = text[: match.start(2)] + body + text[match.end(2) :]
     return text
 
 
