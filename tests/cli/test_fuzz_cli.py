@@ -65,6 +65,7 @@ def _base(path: tuple[str, ...], world: dict[str, str], out: Path) -> list[str]:
         ("build",): ["tiny"],
         ("bench", "attention"): ["--lengths", "8", "--kernels", "materialized"],
         ("bench", "train"): ["--spec", "tiny"],
+        ("new-plugin",): ["tfs-fuzz", "--kind", "mlp", "--out", str(out / "plugin")],
     }  # fmt: skip
     assert path in bases, f"give `{' '.join(path)}` a valid base command line in this test"
     return [*path, *bases[path]]
