@@ -89,6 +89,16 @@ class Result:
             }
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Result":
+        """The inverse of :meth:`to_dict` (for re-plotting recorded results)."""
+        fields = {f.name for f in attrs.fields(Case)}
+        case = Case(**{k: v for k, v in data.items() if k in fields})
+        timing = None
+        if data.get("median_s") is not None:
+            timing = Timing(data["median_s"], data["q1_s"], data["q3_s"], data["repeats"])
+        return cls(case, data["status"], timing, data.get("peak_bytes"), data.get("message", ""))
+
 
 def _inputs(case: Case) -> list[torch.Tensor]:
     device, dtype = torch.device(case.device), DTYPES[case.dtype]

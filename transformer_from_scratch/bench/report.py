@@ -71,8 +71,13 @@ def write_json(path: Path, results: Sequence[Result], device: str, baseline: str
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def plot(path: Path, results: Sequence[Result], title: str) -> None:
-    """A PNG of time and peak memory against length, one line per kernel and mode."""
+def read_json(path: Path) -> list[Result]:
+    """Results recorded by :func:`write_json`."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return [Result.from_dict(row) for row in payload["results"]]
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -84,37 +89,60 @@ def plot(path: Path, results: Sequence[Result], title: str) -> None:
         raise TfsError(
             "--plot needs matplotlib: pip install 'transformer-from-scratch[plot]'"
         ) from None
-    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
+    return plt
+
+
+# Forward alone dashed, forward + backward solid: one colour per kernel carries both.
+STYLES = {"fwd": "--", "fwd+bwd": "-"}
+
+
+def plot(path: Path, results: Sequence[Result], title: str) -> None:
+    """Save :func:`figure` as a PNG."""
+    plt = _pyplot()
+    drawn = figure(results, title)
+    drawn.savefig(path, dpi=120)
+    plt.close(drawn)
+
+
+def figure(results: Sequence[Result], title: str) -> Any:
+    """Time and peak memory against length: a colour per kernel, a line style per mode.
+
+    The lengths measured are the tick labels; the legend sits below the plots, off the data.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    drawn, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    kernels = sorted({r.case.kernel for r in results})
+    colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kernels)}
     for kernel, mode in sorted({(r.case.kernel, r.case.mode) for r in results}):
         rows = sorted(
-            (
-                r
-                for r in results
-                if (r.case.kernel, r.case.mode) == (kernel, mode) and r.status == "ok"
-            ),
+            (r for r in results if (r.case.kernel, r.case.mode) == (kernel, mode)),
             key=lambda r: r.case.length,
         )
+        rows = [r for r in rows if r.status == "ok" and r.timing is not None]
         lengths = [r.case.length for r in rows]
-        style = "-" if mode == "fwd+bwd" else "--"
-        time_axis.plot(
-            lengths,
+        values = (
             [r.timing.median * 1e3 for r in rows if r.timing],
-            style,
-            marker="o",
-            label=f"{kernel} {mode}",
-        )
-        memory_axis.plot(
-            lengths,
             [(r.peak_bytes or 0) / 2**20 for r in rows],
-            style,
-            marker="o",
-            label=f"{kernel} {mode}",
         )
-    for axis, label in ((time_axis, "median time (ms)"), (memory_axis, "peak memory (MiB)")):
-        axis.set(xscale="log", yscale="log", xlabel="sequence length", ylabel=label)
-        axis.grid(True, which="both", alpha=0.3)
-    time_axis.legend(fontsize=7)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+        for axis, ys in zip(axes, values, strict=True):
+            axis.plot(lengths, ys, STYLES.get(mode, ":"), color=colours[kernel], marker="o", ms=4)
+    lengths = sorted({r.case.length for r in results})
+    for axis, label in zip(axes, ("median time (ms)", "peak memory (MiB)"), strict=True):
+        axis.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel=label)
+        axis.xaxis.set_major_locator(FixedLocator(lengths))
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xticks(lengths, [f"{n:,}" for n in lengths])
+        axis.grid(True, which="major", alpha=0.3)
+    handles = [Line2D([], [], color=colours[k], lw=2, label=k) for k in kernels]
+    handles += [
+        Line2D([], [], color="0.3", ls=style, label=mode)
+        for mode, style in STYLES.items()
+        if any(r.case.mode == mode for r in results)
+    ]
+    drawn.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    drawn.suptitle(title, fontsize=10)
+    drawn.tight_layout(rect=(0, 0.08, 1, 1))
+    return drawn
