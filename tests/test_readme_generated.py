@@ -40,3 +40,23 @@ def test_the_signatures_are_the_protocols() -> None:
         "query_positions: QueryPositions, key_positions: KeyPositions, "
         "score_bias: ScoreBias | None = None) -> Mixed:"
     )
+
+
+def test_the_recorded_check_run_has_the_codes_checks_and_rows() -> None:
+    import json
+
+    from transformer_from_scratch import conformance
+    from transformer_from_scratch.core.plugins import load_registry
+
+    registry = load_registry(autoload=True)
+    if "tfs-example-plugin" not in {e.provider.distribution for e in registry.entries()}:
+        pytest.skip("the example plugin is not installed (pip install -e plugins/example-plugin)")
+    subjects = [s for s in conformance.select(registry)
+                if s.entry.provider.distribution in ("transformer-from-scratch", "tfs-example-plugin")]  # fmt: skip
+    expected = {(s.id, c.name) for s in subjects for c in conformance.checks_for(s.kind)}
+    recorded = json.loads(guide.RECORDED_CHECKS.read_text(encoding="utf-8"))["results"]
+    assert {(r["implementation"], r["check"]) for r in recorded} == expected, (
+        "the checks or implementations changed: record again with "
+        "`tfs check --jobs 2 --json benchmarks/results/check_cpu.json`, then "
+        "`python -m transformer_from_scratch.guide --write README.md`"
+    )

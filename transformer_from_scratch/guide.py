@@ -18,6 +18,7 @@ from pathlib import Path
 
 import attrs
 
+from transformer_from_scratch.conformance.suite import CHECKS
 from transformer_from_scratch.core import functional, shapes
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.kinds import CONTRACTS, KINDS, KindInfo
@@ -169,6 +170,42 @@ def render_builtins(registry: Registry) -> str:
     return "\n".join(rows)
 
 
+RECORDED_CHECKS = Path(__file__).parent.parent / "benchmarks" / "results" / "check_cpu.json"
+
+
+def render_checks() -> str:
+    """The suite's checks, numbered as ``tfs check`` numbers its columns."""
+    rows = ["| # | check | applies to | proves |", "| --- | --- | --- | --- |"]
+    for number, check in enumerate(CHECKS, start=1):
+        kinds = (
+            "every kind"
+            if check.kinds == frozenset(KINDS)
+            else ", ".join(f"`{kind}`" for kind in KINDS if kind in check.kinds)
+        )
+        learning = " (learning: once per implementation)" if check.learning else ""
+        rows.append(
+            f"| {number} | `{check.name}` | {kinds} | {markdown(check.description)}{learning} |"
+        )
+    return "\n".join(rows)
+
+
+def render_check_counts(path: Path = RECORDED_CHECKS) -> str:
+    """The recorded ``tfs check --json`` run, in one sentence."""
+    import json
+
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    counts = recorded["counts"]
+    rows = len({r["implementation"] for r in recorded["results"]})
+    parts = [f"{n:,} {name}" for name, n in (("passed", counts["pass"]), ("failed", counts["FAIL"]),
+             ("not applicable", counts["n/a"])) if n]  # fmt: skip
+    return (
+        f"For the built-ins and the example plugin, `tfs check` runs {len(recorded['results']):,} "
+        f"checks over {rows} rows (implementations and option sets): {', '.join(parts)} "
+        f"(recorded in `benchmarks/results/{path.name}`; a test keeps its checks and rows those "
+        "of the code)."
+    )
+
+
 def sections(registry: Registry | None = None) -> dict[str, str]:
     """Every generated section, by the name its README markers carry."""
     registry = registry or load_registry(autoload=False)
@@ -178,6 +215,8 @@ def sections(registry: Registry | None = None) -> dict[str, str]:
         "contracts": render_contracts,
         "dims": render_dims,
         "helpers": render_helpers,
+        "checks": render_checks,
+        "check-counts": render_check_counts,
     }
     return {name: make() for name, make in makers.items()}
 
