@@ -105,7 +105,8 @@ def add_commands(sub: Any) -> None:
         default=_DEFAULTS.sample_tokens,
         help="tokens to generate at the end",
     )
-    add("--sample-prompt", default=_DEFAULTS.sample_prompt)
+    add("--sample-prompt", help="prompt for the final sample (default: the opening words of the "
+        "validation text)")  # fmt: skip
     add("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
     add("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb)")
     add("--quiet", action="store_true", help="no progress bar")
@@ -160,7 +161,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # another process of a distributed run: rank 0 reports
     print(
         f"\nvalidation loss {result.val_loss:.4f} (nats/token), next-token accuracy "
-        f"{result.val_accuracy:.1%} after {result.step} steps in {result.seconds:.0f} s"
+        f"{result.val_accuracy:.1%} after {result.step} steps in {result.seconds:.0f} s "
+        f"({result.tokens_per_s / 1000:.1f}k tok/s while training)"
     )
     print(f"checkpoint: {result.checkpoint}")
     if result.sample:

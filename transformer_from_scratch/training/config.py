@@ -71,7 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     sample_tokens: int = 200
-    sample_prompt: str = "def "
+    sample_prompt: str | None = None  # None: the validation text's opening words
     tensorboard: bool = False
     wandb: bool = False
     quiet: bool = False

@@ -134,3 +134,23 @@ def token_stream(documents: list[Document], tokenizer: Tokenizer) -> torch.Tenso
             ids.extend(tokenizer.encode(text))
         ids.append(tokenizer.eot)
     return torch.tensor(ids, dtype=torch.int32)
+
+
+def opening_words(documents: list[Document], limit: int = 24) -> str:
+    """A sample prompt drawn from the data: the first words of the first non-blank line.
+
+    Up to ``limit`` characters, cut at a word boundary and ending in a space, so the model
+    continues text of the kind it was trained on (empty when there is no text).
+    """
+    for doc in documents:
+        for line in doc.data.decode("utf-8", errors="ignore").splitlines():
+            words = line.split()
+            if not words:
+                continue
+            prompt = words[0][:limit]
+            for word in words[1:]:
+                if len(prompt) + 1 + len(word) > limit:
+                    break
+                prompt += " " + word
+            return prompt + " "
+    return ""

@@ -29,11 +29,16 @@ from transformer_from_scratch.core.validate import load_spec
 from transformer_from_scratch.generation.generate import GenerationConfig, generate_text
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.config import TrainConfig
-from transformer_from_scratch.training.data import load_corpus, make_tokenizer, token_stream
+from transformer_from_scratch.training.data import (
+    load_corpus,
+    make_tokenizer,
+    opening_words,
+    token_stream,
+)
 from transformer_from_scratch.training.distributed import join, leave
 from transformer_from_scratch.training.health import SpikeDetector, unhealthy
 from transformer_from_scratch.training.lock import RunLock
-from transformer_from_scratch.training.progress import Progress, RunLog
+from transformer_from_scratch.training.progress import Progress, RunLog, Throughput
 from transformer_from_scratch.training.resume import remembered
 from transformer_from_scratch.training.schedule import learning_rate
 from transformer_from_scratch.training.tokenizers import Tokenizer
@@ -49,6 +54,7 @@ class TrainResult:
     checkpoint: Path
     sample: str
     seconds: float
+    tokens_per_s: float  # while training: validation, checkpoints and samples left out
     main: bool = True  # False in the other processes of a distributed run (they write nothing)
 
 
@@ -118,9 +124,11 @@ class Trainer:
         self.sampler = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
         self.corpus_description = corpus.description
+        self.opening = opening_words(corpus.validation)
         self.log = RunLog(config.out_dir / "log.jsonl", tensorboard=config.tensorboard,
                           wandb=config.wandb, enabled=self.world.main)  # fmt: skip
         self.progress = Progress(config.steps, quiet=config.quiet or not self.world.main)
+        self.throughput = Throughput()
         self.last_good: Path | None = None
         self.model = self._wrap(self.decoder)
         self.lock = RunLock(config.out_dir)
@@ -341,10 +349,12 @@ class Trainer:
         return tensors, info
 
     def sample(self) -> str:
-        """A short generated continuation of the configured prompt (or of end-of-text, when the
-        tokenizer cannot encode the prompt)."""
+        """A short generated continuation of the configured prompt (by default the opening words
+        of the validation text; end-of-text when the tokenizer cannot encode the prompt)."""
         try:
             prompt = self.config.sample_prompt
+            if prompt is None:
+                prompt = self.opening
             self.tokenizer.encode(prompt)
         except TfsError:
             prompt = ""
@@ -364,16 +374,14 @@ class Trainer:
         stop = min(self.config.steps, self.step + (self.config.stop_after or self.config.steps))
         self.decoder.train()
         tokens_per_step = self.config.batch_size * self.context
-        tick = time.perf_counter()
         with self._finish_step_on_interrupt():
             while self.step < stop:
+                tick = time.perf_counter()
                 loss = self.train_step()
                 self._watch_spikes(loss)
-                now = time.perf_counter()
-                speed = tokens_per_step / max(now - tick, 1e-9)
-                tick = now
-                self.progress.update(self.step, loss, speed)
-                self._periodic(loss, speed)
+                self.throughput.add(tokens_per_step, time.perf_counter() - tick)
+                self.progress.update(self.step, loss, self.throughput.recent)
+                self._periodic(loss)  # validation and checkpoints: not counted as training
                 if self.interrupted:
                     self._stop_interrupted()
         val_loss, val_accuracy = self.evaluate()
@@ -381,9 +389,8 @@ class Trainer:
         path = self.save()
         sample = self.sample() if self.world.main and self.config.sample_tokens else ""
         seconds = time.perf_counter() - began
-        return TrainResult(
-            self.step, val_loss, val_accuracy, path, sample, seconds, self.world.main
-        )
+        return TrainResult(self.step, val_loss, val_accuracy, path, sample, seconds,
+                           self.throughput.overall, self.world.main)  # fmt: skip
 
     @contextlib.contextmanager
     def _finish_step_on_interrupt(self) -> Iterator[None]:
@@ -413,10 +420,12 @@ class Trainer:
             f"Continue with: {again}"
         )
 
-    def _periodic(self, loss: float, speed: float) -> None:
+    def _periodic(self, loss: float) -> None:
         if self.step % self.config.log_every == 0:
             lr = self.optimizer.param_groups[0]["lr"]
+            speed = self.throughput.recent
             self.log.write({"step": self.step, "loss": loss, "lr": lr, "tokens_per_s": speed})
+            self.throughput.logged()
         if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
             val_loss, accuracy = self.evaluate()
             self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": accuracy})

@@ -1,21 +1,55 @@
 """Progress on the terminal, and the JSON-lines log (plus TensorBoard / W&B when asked)."""
 
+import io
 import json
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.files import write_atomically
+
+
+class Throughput:
+    """Training tokens per second, with evaluation, checkpoints and samples left out.
+
+    ``recent`` covers the steps since the last :meth:`logged` (what the progress bar shows and
+    what the log records at that step, so the two always agree); ``overall`` the whole run.
+    """
+
+    def __init__(self) -> None:
+        self.window_tokens, self.window_seconds = 0, 0.0
+        self.total_tokens, self.total_seconds = 0, 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        """One training step's tokens and the seconds it took."""
+        self.window_tokens += tokens
+        self.window_seconds += seconds
+        self.total_tokens += tokens
+        self.total_seconds += seconds
+
+    @property
+    def recent(self) -> float:
+        """Tokens per second since the last log record."""
+        return self.window_tokens / max(self.window_seconds, 1e-9)
+
+    @property
+    def overall(self) -> float:
+        """Tokens per second over every step of this process's run."""
+        return self.total_tokens / max(self.total_seconds, 1e-9)
+
+    def logged(self) -> None:
+        """Start a new window (after a log record took ``recent``)."""
+        self.window_tokens, self.window_seconds = 0, 0.0
 
 
 class Progress:
     """A one-line progress bar on a terminal; plain periodic lines elsewhere (CI logs)."""
 
     def __init__(
-        self, total: int, start: int = 0, stream: TextIO | None = None, quiet: bool = False
+        self, total: int, start: int = 0, stream: io.TextIOBase | None = None, quiet: bool = False
     ) -> None:
         self.total, self.start = total, start
         self.stream = stream or sys.stderr
