@@ -9,6 +9,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import affine, choice_problems, gelu, new_weight
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.shapes import Residual
 
 APPROXIMATIONS = ("none", "tanh")
@@ -32,11 +33,15 @@ class GeGLU(nn.Module):
         self.b_gate = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_up = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_down = nn.Parameter(torch.zeros(d)) if bias else None
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
 
     def forward(self, residual: Residual) -> Residual:
         """The MLP's output at each position."""
-        gate = gelu(affine(residual, self.W_gate, self.b_gate), self.approximate)
-        hidden = gate * affine(residual, self.W_up, self.b_up)
+        pre = self.hook_pre(affine(residual, self.W_gate, self.b_gate))
+        up = self.hook_pre_linear(affine(residual, self.W_up, self.b_up))
+        hidden = self.hook_post(gelu(pre, self.approximate) * up)
         return affine(hidden, self.W_down, self.b_down)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import affine, choice_problems, gelu, new_weight
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.shapes import Residual
 
 APPROXIMATIONS = ("none", "tanh")
@@ -31,10 +32,13 @@ class GELU(nn.Module):
         self.W_out = new_weight(m, d, scheme="normal", fan_in=m, fan_out=d, std=out_std)
         self.b_in = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(d)) if bias else None
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
 
     def forward(self, residual: Residual) -> Residual:
         """The MLP's output at each position."""
-        hidden = gelu(affine(residual, self.W_in, self.b_in), self.approximate)
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        hidden = self.hook_post(gelu(pre, self.approximate))
         return affine(hidden, self.W_out, self.b_out)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import layer_normalize
+from transformer_from_scratch.core.hooks import HookPoint, listened
 from transformer_from_scratch.core.shapes import Residual
 
 
@@ -26,10 +27,21 @@ class LayerNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dims.d_model))
         self.bias = nn.Parameter(torch.zeros(dims.d_model)) if bias else None
+        self.hook_scale = HookPoint()  # sqrt(var + eps) [batch pos 1]
+        self.hook_normalized = HookPoint()  # the output, after gain and bias
 
     def forward(self, residual: Residual) -> Residual:
         """The normalised residual vector at each position."""
+        if listened(self.hook_scale, self.hook_normalized):
+            return self._written_out(residual)
         return layer_normalize(residual, self.weight, self.bias, self.eps)
+
+    def _written_out(self, residual: Residual) -> Residual:
+        """The same sum step by step, so a hook can see and replace the scale."""
+        centred = residual - residual.mean(dim=-1, keepdim=True)
+        scale = self.hook_scale((centred.square().mean(dim=-1, keepdim=True) + self.eps).sqrt())
+        out = centred / scale * self.weight
+        return self.hook_normalized(out if self.bias is None else out + self.bias)
 
 
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:

@@ -16,6 +16,12 @@ from transformer_from_scratch.core.functional import (
     new_weight,
     rms_normalize,
 )
+from transformer_from_scratch.core.hooks import (
+    HookPoint,
+    attend_with_pattern,
+    fire_heads,
+    listened,
+)
 from transformer_from_scratch.core.kinds import AttentionKernel, PositionalEncoding
 from transformer_from_scratch.core.shapes import HeadVectors, Positions, Residual
 
@@ -63,6 +69,9 @@ class MultiHead(nn.Module):
         self.b_K = _bias(bias, dims.n_kv_heads, dims.d_head)
         self.b_V = _bias(bias, dims.n_kv_heads, dims.d_head)
         self.b_O = _bias(bias, dims.d_model)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_attn_scores, self.hook_pattern = HookPoint(), HookPoint()
+        self.hook_z = HookPoint()
 
     def _init_weights(self, dims: Dims, init: str) -> None:
         d, h, kv, dh = dims.d_model, dims.n_heads, dims.n_kv_heads, dims.d_head
@@ -83,19 +92,25 @@ class MultiHead(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """Each position's update to the residual stream, mixed from earlier positions."""
-        queries = self._project(residual, self.W_Q, self.b_Q)
-        keys = self._project(residual, self.W_K, self.b_K)
+        queries = fire_heads(self.hook_q, self._project(residual, self.W_Q, self.b_Q))
+        keys = fire_heads(self.hook_k, self._project(residual, self.W_K, self.b_K))
+        values = fire_heads(self.hook_v, self._project(residual, self.W_V, self.b_V))
         if self.q_gain is not None and self.k_gain is not None:
             queries = rms_normalize(queries, 1e-6) * self.q_gain
             keys = rms_normalize(keys, 1e-6) * self.k_gain
         queries, keys = positional.rotate(queries, positions), positional.rotate(keys, positions)
-        values = self._project(residual, self.W_V, self.b_V)
         earlier = 0 if cache is None else cache.length
         if cache is not None:
             keys, values = cache.extend(keys, values)
         key_positions = torch.arange(-earlier, positions.shape[0], device=positions.device)
         key_positions = key_positions + positions[:1]
-        mixed = self.kernel(
+        # Someone listening for scores or patterns gets them computed (whatever the kernel).
+        attend = (
+            self._attend_with_pattern
+            if listened(self.hook_attn_scores, self.hook_pattern)
+            else self.kernel
+        )
+        mixed = attend(
             queries,
             self._share(keys),
             self._share(values),
@@ -103,10 +118,17 @@ class MultiHead(nn.Module):
             key_positions=key_positions,
             score_bias=positional.score_bias(positions, key_positions),
         )
+        mixed = fire_heads(self.hook_z, mixed)
         # Heads side by side: [batch pos head*d_head] @ [head*d_head d_model] sums the heads'
         # writes in one matrix product.
         heads = mixed.transpose(1, 2).reshape(*residual.shape[:-1], -1)
         return affine(heads, self.W_O.reshape(-1, self.W_O.shape[-1]), self.b_O)
+
+    def _attend_with_pattern(self, *args: Tensor, **kwargs: Any) -> Tensor:
+        window = getattr(self.kernel, "window", None)
+        return attend_with_pattern(
+            self.hook_attn_scores, self.hook_pattern, *args, **kwargs, window=window
+        )
 
     @staticmethod
     def _project(

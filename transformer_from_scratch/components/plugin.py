@@ -82,7 +82,8 @@ def _feed_forward(registry: Registry) -> None:
     reg("norm", "layer_norm", layer_norm.LayerNorm, capabilities=NORM, validate=layer_norm.validate)
     reg("norm", "rms_norm", rms_norm.RMSNorm, capabilities=["unit_rms", "scale_invariant"],
         validate=rms_norm.validate)  # fmt: skip
-    reg("block", "pre_norm", pre_norm.PreNorm, capabilities=["identity_path"])
-    reg("block", "post_norm", post_norm.PostNorm)
-    reg("block", "res_post_norm", res_post_norm.ResPostNorm, capabilities=["identity_path"])
+    reg("block", "pre_norm", pre_norm.PreNorm, capabilities=["identity_path", "resid_mid"])
+    reg("block", "post_norm", post_norm.PostNorm, capabilities=["resid_mid"])
+    reg("block", "res_post_norm", res_post_norm.ResPostNorm,
+        capabilities=["identity_path", "resid_mid"])  # fmt: skip
     reg("block", "parallel", parallel.Parallel, capabilities=["identity_path"])

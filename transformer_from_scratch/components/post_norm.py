@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
 
@@ -24,6 +25,7 @@ class PostNorm(nn.Module):
         super().__init__()
         self.attention, self.mlp = attention, mlp
         self.norm_attention, self.norm_mlp = make_norm(), make_norm()
+        self.hook_resid_mid = HookPoint()  # the stream between attention and MLP
 
     def forward(
         self,
@@ -35,6 +37,6 @@ class PostNorm(nn.Module):
     ) -> Residual:
         """The normalised residual stream after attention and after the MLP."""
         attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
-        residual = self.norm_attention(residual + attended)
+        residual = self.hook_resid_mid(self.norm_attention(residual + attended))
         out: Residual = self.norm_mlp(residual + self.mlp(residual))
         return out

@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
 
@@ -25,6 +26,7 @@ class PreNorm(nn.Module):
         super().__init__()
         self.attention, self.mlp = attention, mlp
         self.norm_attention, self.norm_mlp = make_norm(), make_norm()
+        self.hook_resid_mid = HookPoint()  # the stream between attention and MLP
 
     def forward(
         self,
@@ -38,5 +40,6 @@ class PreNorm(nn.Module):
         residual = residual + self.attention(
             self.norm_attention(residual), positional=positional, positions=positions, cache=cache
         )
+        residual = self.hook_resid_mid(residual)
         out: Residual = residual + self.mlp(self.norm_mlp(residual))
         return out

@@ -9,6 +9,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import affine, choice_problems, new_weight
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.shapes import Residual
 
 INITS = ("gpt2", "seed")
@@ -36,10 +37,13 @@ class ReLU(nn.Module):
         )
         self.b_in = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(d)) if bias else None
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
 
     def forward(self, residual: Residual) -> Residual:
         """The MLP's output at each position."""
-        hidden = torch.clamp_min(affine(residual, self.W_in, self.b_in), 0.0)
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        hidden = self.hook_post(torch.clamp_min(pre, 0.0))
         return affine(hidden, self.W_out, self.b_out)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import rms_normalize
+from transformer_from_scratch.core.hooks import HookPoint, listened
 from transformer_from_scratch.core.shapes import Residual
 
 
@@ -23,9 +24,15 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dims.d_model))
+        self.hook_scale = HookPoint()  # sqrt(mean(x^2) + eps) [batch pos 1]
+        self.hook_normalized = HookPoint()  # x / scale, before the gain (as TransformerLens)
 
     def forward(self, residual: Residual) -> Residual:
         """The normalised residual vector at each position."""
+        if listened(self.hook_scale, self.hook_normalized):
+            x = residual.float()
+            scale = self.hook_scale((x.square().mean(dim=-1, keepdim=True) + self.eps).sqrt())
+            return self.hook_normalized((x / scale).to(residual.dtype)) * self.weight
         normed = rms_normalize(residual.float(), self.eps).to(residual.dtype)
         return normed * self.weight
 

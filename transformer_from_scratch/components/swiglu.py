@@ -7,6 +7,7 @@ from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.functional import affine, new_weight
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.shapes import Residual
 
 
@@ -29,9 +30,13 @@ class SwiGLU(nn.Module):
         self.b_gate = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_up = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_down = nn.Parameter(torch.zeros(d)) if bias else None
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
 
     def forward(self, residual: Residual) -> Residual:
         """The MLP's output at each position."""
-        gate = affine(residual, self.W_gate, self.b_gate)
-        hidden = gate * torch.sigmoid(gate) * affine(residual, self.W_up, self.b_up)
+        gate = self.hook_pre(affine(residual, self.W_gate, self.b_gate))
+        up = self.hook_pre_linear(affine(residual, self.W_up, self.b_up))
+        hidden = self.hook_post(gate * torch.sigmoid(gate) * up)
         return affine(hidden, self.W_down, self.b_down)

@@ -45,6 +45,9 @@ class KindInfo:
     injected: tuple[str, ...] = ()
     capabilities: Mapping[str, str] = attrs.field(factory=dict)
     guide: str = ""
+    # The hook points an implementation owes (HookPoint attributes it calls), with the layout
+    # each shows: dimension names, ``kv_head`` meaning ``n_kv_heads``. See core/hooks.py.
+    hooks: Mapping[str, str] = attrs.field(factory=dict)
 
 
 KINDS: dict[str, KindInfo] = {
@@ -127,6 +130,14 @@ model's `PositionalEncoding` (call `positional.rotate` on queries and keys and p
 `dims.n_kv_heads` and `dims.d_head`. Returns this sublayer's output `[batch pos d_model]` (what
 is added to the stream, not the stream itself).
 """,
+            hooks={
+                "hook_q": "batch pos head d_head",
+                "hook_k": "batch pos kv_head d_head",
+                "hook_v": "batch pos kv_head d_head",
+                "hook_attn_scores": "batch head query_pos key_pos",
+                "hook_pattern": "batch head query_pos key_pos",
+                "hook_z": "batch pos head d_head",
+            },
         ),
         KindInfo(
             "mlp",
@@ -136,6 +147,7 @@ is added to the stream, not the stream itself).
 own (no mixing across positions or samples). `dims.d_mlp` is the hidden width. Returns what is
 added to the stream.
 """,
+            hooks={"hook_pre": "batch pos d_mlp", "hook_post": "batch pos d_mlp"},
         ),
         KindInfo(
             "norm",
@@ -152,6 +164,7 @@ added to the stream.
 its own; same shape and dtype out. The builder calls the factory once per place a norm is
 needed (each block's norms and the final norm), so each call must make fresh parameters.
 """,
+            hooks={"hook_scale": "batch pos 1", "hook_normalized": "batch pos d_model"},
         ),
         KindInfo(
             "block",
@@ -160,6 +173,7 @@ needed (each block's norms and the final norm), so each call must make fresh par
             injected=("attention", "mlp", "make_norm"),
             capabilities={
                 "identity_path": "with sublayers that output zero, the block returns its input",
+                "resid_mid": "has a residual stream between attention and MLP (hook_resid_mid)",
             },
             guide="""
 The factory receives the block's `attention` and `mlp` (already built) and `make_norm`, a
@@ -169,6 +183,7 @@ positional, positions, cache=None)` returns the residual stream after the block
 cache=cache)` and `mlp(x)` and add their outputs into the stream in the layout you implement.
 Hand the `cache` on to the attention unchanged.
 """,
+            hooks={"hook_resid_mid": "batch pos d_model"},
         ),
         KindInfo(
             "unembedding",
@@ -183,6 +198,19 @@ next-token logits `[batch pos d_vocab]`.
 """,
         ),
     ]
+}
+
+
+# The hook points every decoder has, whatever its parts (the decoder fires them itself).
+DECODER_HOOKS = {
+    "hook_embed": "batch pos d_model",
+    "hook_pos_embed": "batch pos d_model",
+    "blocks.{i}.hook_resid_pre": "batch pos d_model",
+    "blocks.{i}.hook_attn_out": "batch pos d_model",
+    "blocks.{i}.hook_mlp_out": "batch pos d_model",
+    "blocks.{i}.hook_resid_post": "batch pos d_model",
+    "unembed.hook_in": "batch pos d_model",
+    "unembed.hook_out": "batch pos d_vocab",
 }
 
 
@@ -286,6 +314,7 @@ def kind_info(kind: str) -> KindInfo:
 
 __all__ = [
     "CONTRACTS",
+    "DECODER_HOOKS",
     "KINDS",
     "AttentionKernel",
     "KindInfo",
