@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transformer_from_scratch.core.activations import ActivationCache
 from transformer_from_scratch.core.cache import KVCache
 from transformer_from_scratch.core.errors import TfsError, did_you_mean
 from transformer_from_scratch.core.hooks import HookFn, HookPoint, attach, find, hook_name
@@ -189,17 +190,17 @@ class Decoder(nn.Module):
         tokens: TokenIds,
         names_filter: "HookNames | None" = None,
         cache: KVCache | None = None,
-    ) -> tuple[Logits, dict[str, torch.Tensor]]:
+    ) -> tuple[Logits, ActivationCache]:
         """Logits and the activations at the hook points ``names_filter`` selects (all by
-        default), detached from autograd. ``interp.ActivationCache`` wraps the mapping with
-        the helpers (accumulated residual stream, logit lens, ...)."""
+        default), detached from autograd, in an :class:`ActivationCache` (with the residual
+        stream accumulated or decomposed, the logit lens, ...)."""
         store: dict[str, torch.Tensor] = {}
 
         def keep(activation: torch.Tensor, hook: HookPoint) -> None:
             store[hook.name] = activation.detach()
 
         logits = self.run_with_hooks(tokens, [(names_filter or (lambda _: True), keep)], cache)
-        return logits, store
+        return logits, ActivationCache(store, self)
 
 
 HookNames = str | Sequence[str] | Callable[[str], bool]
