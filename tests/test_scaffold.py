@@ -75,7 +75,9 @@ PARAMETERS = """        d, m = dims.d_model, dims.d_mlp
         self.W_in = nn.Parameter(torch.randn(d, m) * 0.02)
         self.W_out = nn.Parameter(torch.randn(m, d) * 0.02)
 """
-BODY = "        return torch.relu(residual @ self.W_in) @ self.W_out\n"
+BODY = """        pre = self.hook_pre(residual @ self.W_in)
+        return self.hook_post(torch.relu(pre)) @ self.W_out
+"""
 
 
 def _fill_in(source: str) -> str:

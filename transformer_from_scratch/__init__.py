@@ -8,6 +8,7 @@ The public face; everything here is re-exported from the private modules::
     spec = tfs.load_spec("my_spec.toml")
 """
 
+from transformer_from_scratch.core.activations import ActivationCache
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.cache import KVCache, LayerCache
 from transformer_from_scratch.core.checkpoint import (
@@ -30,6 +31,7 @@ from transformer_from_scratch.core.errors import (
     TfsError,
     UnknownComponentError,
 )
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.hookspecs import hookimpl
 from transformer_from_scratch.core.kinds import KINDS, PositionalEncoding
 from transformer_from_scratch.core.plugins import default_registry, load_registry
@@ -39,6 +41,7 @@ from transformer_from_scratch.core.validate import check_spec, load_spec
 
 __all__ = [
     "KINDS",
+    "ActivationCache",
     "Checkpoint",
     "CheckpointError",
     "Component",
@@ -49,6 +52,7 @@ __all__ = [
     "Dims",
     "DuplicateComponentError",
     "Entry",
+    "HookPoint",
     "IncompatibleComponentsError",
     "Interrupted",
     "KVCache",

@@ -21,7 +21,7 @@ import attrs
 from transformer_from_scratch.conformance.suite import CHECKS
 from transformer_from_scratch.core import functional, shapes
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.kinds import CONTRACTS, KINDS, KindInfo
+from transformer_from_scratch.core.kinds import CONTRACTS, DECODER_HOOKS, KINDS, KindInfo
 from transformer_from_scratch.core.plugins import load_registry
 from transformer_from_scratch.core.registry import Entry, Registry
 
@@ -89,6 +89,13 @@ def render_contract(info: KindInfo) -> str:
     """One kind's section of the plugin guide."""
     code = [factory_source(info)] + [method_source(info.name, m) for m in method_names(info.name)]
     lines = [f"#### `{info.name}`", "", "```python", *code, "```", "", _paragraph(info.guide)]
+    if info.hooks:
+        lines += [
+            "",
+            "Hook points it owes (`self.<name> = HookPoint()`, fired as `x = self.<name>(x)`):",
+            "",
+        ]
+        lines += [f"- `{name}` `[{layout}]`" for name, layout in info.hooks.items()]
     if info.capabilities:
         lines += ["", "Capabilities it may declare:", ""]
         lines += [f"- `{name}`: {meaning}" for name, meaning in info.capabilities.items()]
@@ -98,6 +105,20 @@ def render_contract(info: KindInfo) -> str:
 def render_contracts() -> str:
     """Every kind's contract, in the decoder's order."""
     return "\n\n".join(render_contract(info) for info in KINDS.values())
+
+
+def render_hooks() -> str:
+    """The hook points every decoder fires around its parts, and the ones each kind owes."""
+    rows = ["| hook point | layout | fired by |", "| --- | --- | --- |"]
+    rows += [f"| `{name}` | `[{layout}]` | the decoder |" for name, layout in DECODER_HOOKS.items()]
+    paths = {"attention": "blocks.{i}.attn.", "mlp": "blocks.{i}.mlp.", "block": "blocks.{i}.",
+             "norm": "{blocks.{i}.ln1,blocks.{i}.ln2,ln_final}."}  # fmt: skip
+    for info in KINDS.values():
+        for name, layout in info.hooks.items():
+            rows.append(
+                f"| `{paths.get(info.name, '')}{name}` | `[{layout}]` | each `{info.name}` |"
+            )
+    return "\n".join(rows)
 
 
 def render_dims() -> str:
@@ -215,6 +236,7 @@ def sections(registry: Registry | None = None) -> dict[str, str]:
         "contracts": render_contracts,
         "dims": render_dims,
         "helpers": render_helpers,
+        "hooks": render_hooks,
         "checks": render_checks,
         "check-counts": render_check_counts,
     }

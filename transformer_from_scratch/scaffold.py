@@ -170,7 +170,8 @@ def _imports(p: Plan, code: list[str] | str) -> str:
     joined = code if isinstance(code, str) else "\n".join(code)
     joined = re.sub(r"#.*", "", joined)  # names in comments need no import
     used = set(re.findall(r"\b[A-Za-z_]+\b", joined))
-    ours = sorted(name for name in ("Dims", "LayerCache", "PositionalEncoding") if name in used)
+    names = ("Dims", "HookPoint", "LayerCache", "PositionalEncoding")
+    ours = sorted(name for name in names if name in used)
     shapes = sorted((name for name in _shape_names() if name in used), key=str.lower)
     third = []
     if re.search(r"\bnn\.", joined):
@@ -244,6 +245,12 @@ def _init_body(p: Plan) -> str:
         )
     if p.kind == "unembedding":
         lines.append("        self.embedding = embedding  # a tied one reads embedding.weight")
+    if KINDS[p.kind].hooks:
+        lines.append("        # Hook points the kind owes: pass each activation through its own,")
+        lines.append("        # `x = self.hook_pre(x)`, and go on with what it returns.")
+    for leaf, layout in KINDS[p.kind].hooks.items():
+        note = " (if it has one: declare resid_mid)" if leaf == "hook_resid_mid" else ""
+        lines.append(f"        self.{leaf} = HookPoint()  # [{layout}]{note}")
     lines.append("        # Make your parameters here: core.functional.new_weight or nn.Parameter.")
     return "\n".join(lines)
 

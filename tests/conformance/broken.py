@@ -366,3 +366,64 @@ class NoGradMLP(GELU):
 
 
 BROKEN.append(("mlp", "no_grad_mlp", NoGradMLP, [], {"check_gradient_reaches_every_parameter"}))  # fmt: skip
+
+
+# Issue 12: hook points, each caught by a hook check.
+class SkipsHookPost(GELU):
+    """Has the hook points its kind owes, but never calls ``hook_post``."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(tfs.core.functional.gelu(pre), self.W_out, self.b_out)
+
+
+class HooksACopy(GELU):
+    """Shows ``hook_pre`` a copy and goes on with the original, so a patch does nothing."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = affine(residual, self.W_in, self.b_in)
+        self.hook_pre(pre.clone())
+        hidden = self.hook_post(tfs.core.functional.gelu(pre))
+        return affine(hidden, self.W_out, self.b_out)
+
+
+class NoHookPoints(nn.Module):
+    """A correct RMS-style norm that knows nothing of hook points."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dims.d_model))
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return residual * torch.rsqrt(residual.square().mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class ClaimsResidMid(PreNorm):
+    """Declares ``resid_mid`` but adds attention and MLP in one line, with no stream between."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        attended = self.attention(self.norm_attention(residual), positional=positional,
+                                  positions=positions, cache=cache)  # fmt: skip
+        return residual + attended + self.mlp(self.norm_mlp(residual + attended))
+
+
+class WindowUnderAnotherName(_Kernel):
+    """A correct windowed kernel that keeps its window as ``self.span``: the pattern read
+    through hooks (which looks for ``self.window``) would not be what it computes."""
+
+    def __init__(self, dims: tfs.Dims, window: int | None = None) -> None:
+        super().__init__(dims)
+        self.span = window
+
+    def hidden(self, qp: Tensor, kp: Tensor) -> Tensor:
+        return causal_mask(qp, kp, self.span)
+
+
+BROKEN += [
+    ("mlp", "skips_hook_post", SkipsHookPost, [], {"check_hooks_fire"}),
+    ("mlp", "hooks_a_copy", HooksACopy, [], {"check_hooks_are_live"}),
+    ("norm", "no_hook_points", NoHookPoints, ["unit_rms", "scale_invariant"], {"check_hooks_fire", "check_hooks_are_live"}),
+    ("block", "claims_resid_mid", ClaimsResidMid, ["identity_path", "resid_mid"], {"check_hooks_fire"}),
+    ("attention_kernel", "window_under_another_name", WindowUnderAnotherName, ["exact", "kv_cache", "sliding_window"], {"check_hooks_fire"}),
+]  # fmt: skip

@@ -47,8 +47,8 @@ class StableSiLU(GELU):
     """A SiLU MLP with the gate written as ``torch.sigmoid``, which never overflows."""
 
     def forward(self, residual: Tensor) -> Tensor:
-        pre = affine(residual, self.W_in, self.b_in)
-        return affine(pre * torch.sigmoid(pre), self.W_out, self.b_out)
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(self.hook_post(pre * torch.sigmoid(pre)), self.W_out, self.b_out)
 
 
 class FollowsDevice(GELU):

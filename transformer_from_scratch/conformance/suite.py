@@ -23,6 +23,9 @@ from transformer_from_scratch.conformance import (
     checks_decoder as dec,
 )
 from transformer_from_scratch.conformance import (
+    checks_hooks as hooks,
+)
+from transformer_from_scratch.conformance import (
     checks_incremental as inc,
 )
 from transformer_from_scratch.conformance import (
@@ -130,6 +133,9 @@ CHECKS: tuple[Check, ...] = (
     Check(inc.check_decoder_kv_cache, ALL),
     Check(dec.check_decoder_trains, ALL, learning=True),
     Check(dec.check_decoder_checkpoint_round_trip, ALL),
+    Check(hooks.check_hooks_fire, ALL),
+    Check(hooks.check_hooks_are_live, ALL),
+    Check(hooks.check_pattern_is_a_distribution, KERNELS),
     Check(dec.check_combinations, _on("attention_kernel", "positional")),
     Check(dec.check_combinations_with_plugins, _on("attention_kernel", "positional")),
 )

@@ -105,7 +105,8 @@ position `i` may see a key at position `j` only if `j <= i`; with a `window` opt
 `[head query_pos key_pos]`, added to the scaled scores before the mask and the softmax. Scale
 the scores by `1/sqrt(d_head)`. Return
 `[batch head query_pos d_head]` in the inputs' dtype; half-precision inputs may be accumulated in
-float32 inside.
+float32 inside. Keep a window as `self.window`: when someone asks for attention patterns, the
+attention computes them by the formula with that window (an exact kernel must agree).
 """,
         ),
         KindInfo(

@@ -7,6 +7,7 @@ from torch import nn
 
 from transformer_from_scratch import Dims
 from transformer_from_scratch.core.functional import affine, new_weight
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.shapes import Residual
 
 
@@ -25,8 +26,11 @@ class SquaredReLU(nn.Module):
         self.W_out = new_weight(m, d, scheme="normal", fan_in=m, fan_out=d, std=out_std)
         self.b_in = nn.Parameter(torch.zeros(m)) if bias else None
         self.b_out = nn.Parameter(torch.zeros(d)) if bias else None
+        self.hook_pre = HookPoint()  # the hook points kind mlp owes (see core/kinds.py)
+        self.hook_post = HookPoint()
 
     def forward(self, residual: Residual) -> Residual:
         """The MLP's output at each position."""
-        hidden = torch.clamp_min(affine(residual, self.W_in, self.b_in), 0.0).square()
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        hidden = self.hook_post(torch.clamp_min(pre, 0.0).square())
         return affine(hidden, self.W_out, self.b_out)

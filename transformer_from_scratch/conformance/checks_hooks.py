@@ -1,0 +1,180 @@
+"""Hook points: every name a kind owes fires, with its layout, and is live.
+
+Checked on a whole tiny decoder holding the implementation, so what is proved is what a user of
+``run_with_cache`` / ``run_with_hooks`` gets: each hook point its kind's contract names
+(``core/kinds.py``) and each the decoder fires around the parts exists, fires once per forward
+pass with the documented shape, caching does not change the logits, and a replacement is used
+(a hook on a copy, or on a value the component then ignores, is caught).
+"""
+
+import torch
+from torch import Tensor
+
+from transformer_from_scratch.conformance.compare import require_finite
+from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
+from transformer_from_scratch.conformance.subject import Subject
+from transformer_from_scratch.core.decoder import Decoder
+from transformer_from_scratch.core.hooks import HookPoint, hook_name
+from transformer_from_scratch.core.kinds import DECODER_HOOKS, KINDS
+
+BATCH, LENGTH = 2, 6
+ATOL = 1e-5
+
+
+def _run(subject: Subject) -> tuple[Decoder, Tensor]:
+    decoder = subject.decoder().eval()
+    tokens = torch.randint(0, decoder.spec.d_vocab, (BATCH, LENGTH),
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    return decoder, tokens
+
+
+def owed(subject: Subject, decoder: Decoder) -> dict[str, str]:
+    """The hook names the implementation owes in ``decoder``, with the layout of each."""
+    paths = {id(module): hook_name(path) for path, module in decoder.named_modules()}
+    leaves = dict(KINDS[subject.kind].hooks)
+    if subject.kind == "block" and not subject.has("resid_mid"):
+        leaves.pop("hook_resid_mid", None)
+    names: dict[str, str] = {}
+    for entry, module in decoder.parts:
+        if entry.id != subject.entry.id or id(module) not in paths:
+            continue
+        for leaf, layout in leaves.items():
+            name = f"{paths[id(module)]}.{leaf}"
+            if name not in decoder._hook_gaps:
+                names[name] = layout
+    return names
+
+
+def _decoder_owed(decoder: Decoder) -> dict[str, str]:
+    names: dict[str, str] = {}
+    additive = any(
+        e.kind == "positional" and "additive" in e.capabilities for e, _ in decoder.parts
+    )
+    for pattern, layout in DECODER_HOOKS.items():
+        if pattern == "hook_pos_embed" and not additive:
+            continue
+        for i in range(len(decoder.blocks)) if "{i}" in pattern else [0]:
+            names[pattern.format(i=i)] = layout
+    return names
+
+
+def _sizes(decoder: Decoder) -> dict[str, int]:
+    d = decoder.spec.dims
+    return {"batch": BATCH, "pos": LENGTH, "query_pos": LENGTH, "key_pos": LENGTH,
+            "head": d.n_heads, "kv_head": d.n_kv_heads, "d_head": d.d_head, "d_mlp": d.d_mlp,
+            "d_model": d.d_model, "d_vocab": d.d_vocab, "1": 1}  # fmt: skip
+
+
+def check_hooks_fire(subject: Subject) -> None:
+    """Each hook point its kind owes (and the decoder's own) fires once, with its layout."""
+    decoder, tokens = _run(subject)
+    expected = {**_decoder_owed(decoder), **owed(subject, decoder)}
+    _require_present(decoder, expected, subject.kind)
+    fired: dict[str, list[tuple[int, ...]]] = {name: [] for name in decoder.hook_points()}
+
+    def record(activation: Tensor, hook: HookPoint) -> None:
+        fired[hook.name].append(tuple(activation.shape))
+
+    with torch.no_grad():
+        plain = decoder(tokens)
+        with decoder.hooks([(lambda name: True, record)]):  # all of them: caching everything
+            hooked = require_finite(decoder(tokens), "the logits with every hook listened to")
+    _require_each_fired(fired, expected, _sizes(decoder), subject.kind)
+    if not torch.allclose(hooked, plain, atol=ATOL, rtol=ATOL):
+        diff = (hooked - plain).abs().max().item()
+        raise CheckFailed(
+            f"listening at every hook point changed the logits by {diff:.3g}: reading an "
+            "activation must not change the model (does the written-out path a hook needs — a "
+            "norm's scale, attention's pattern — compute the same thing, with the same window?)"
+        )
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _require_present(decoder: Decoder, expected: dict[str, str], kind: str) -> None:
+    missing = sorted(set(expected) - set(decoder.hook_points()))
+    if missing:
+        raise CheckFailed(
+            f"it has no hook point {missing[0]} (kind {kind} owes "
+            f"{', '.join(KINDS[kind].hooks)}): make `self.{_leaf(missing[0])} = HookPoint()` "
+            f"in __init__ and pass the activation through it in forward ({len(missing)} "
+            f"missing: {', '.join(missing[:4])})"
+        )
+
+
+def _require_each_fired(
+    fired: dict[str, list[tuple[int, ...]]], expected: dict[str, str], sizes: dict[str, int],
+    kind: str,
+) -> None:  # fmt: skip
+    for name, layout in expected.items():
+        shapes = fired[name]
+        want = tuple(sizes[dim] for dim in layout.split())
+        if not shapes:
+            raise CheckFailed(
+                f"{name} never fired: does forward call it on the activation "
+                f"(`x = self.{_leaf(name)}(x)`)?"
+            )
+        if len(shapes) > 1:
+            raise CheckFailed(f"{name} fired {len(shapes)} times in one forward pass, not once")
+        if shapes[0] != want:
+            raise CheckFailed(
+                f"{name} showed shape {shapes[0]}, but kind {kind}'s contract says [{layout}] "
+                f"= {want}"
+            )
+
+
+def check_hooks_are_live(subject: Subject) -> None:
+    """A hook's replacement is what the model goes on with; returning the value changes nothing."""
+    decoder, tokens = _run(subject)
+    names = owed(subject, decoder)
+    if not names:
+        raise NotApplicable(
+            f"kind {subject.kind} owes no hook points of its own (the decoder fires the ones "
+            "around it)"
+        )
+    _require_present(decoder, names, subject.kind)
+    with torch.no_grad():
+        for name in sorted(names):
+            _require_live(decoder, tokens, name)
+
+
+def _require_live(decoder: Decoder, tokens: Tensor, name: str) -> None:
+    def same(activation: Tensor, hook: HookPoint) -> Tensor:
+        return activation
+
+    def changed(activation: Tensor, hook: HookPoint) -> Tensor:
+        return activation * 1.5 + 0.25
+
+    def read(activation: Tensor, hook: HookPoint) -> None:
+        return None
+
+    base = decoder.run_with_hooks(tokens, [(name, read)])
+    kept = decoder.run_with_hooks(tokens, [(name, same)])
+    if not torch.equal(kept, base):
+        raise CheckFailed(f"returning {name}'s own value from a hook changed the logits")
+    moved = decoder.run_with_hooks(tokens, [(name, changed)])
+    if torch.allclose(moved, base, atol=1e-6, rtol=0):
+        raise CheckFailed(
+            f"replacing {name} (x -> 1.5x + 0.25) did not change the logits: the hook is not "
+            f"live. Does forward go on with what the hook returns (`x = self.{_leaf(name)}(x)`), "
+            "not with a copy or the value it had before?"
+        )
+
+
+def check_pattern_is_a_distribution(subject: Subject) -> None:
+    """An exact kernel's attention pattern is causal and each query's row sums to 1."""
+    decoder, tokens = _run(subject)
+    names = [n for n in decoder.hook_points() if n.endswith("attn.hook_pattern")]
+    if not names:
+        raise NotApplicable("no attention pattern here: the kernel is approximate")
+    _, cache = decoder.run_with_cache(tokens, names_filter=names)
+    for name in names:
+        pattern = cache[name].float()
+        later = torch.triu(torch.ones(LENGTH, LENGTH, dtype=torch.bool), diagonal=1)
+        if pattern[..., later].abs().max() > 0:
+            raise CheckFailed(f"{name} gives weight to a later key: the pattern is not causal")
+        sums = pattern.sum(-1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
+            raise CheckFailed(f"{name}'s rows sum to {sums.min():.4g}..{sums.max():.4g}, not 1")
