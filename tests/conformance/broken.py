@@ -405,7 +405,8 @@ class ClaimsResidMid(PreNorm):
                 cache: LayerCache | None = None) -> Tensor:  # fmt: skip
         attended = self.attention(self.norm_attention(residual), positional=positional,
                                   positions=positions, cache=cache)  # fmt: skip
-        return residual + attended + self.mlp(self.norm_mlp(residual + attended))
+        out: Tensor = residual + attended + self.mlp(self.norm_mlp(residual + attended))
+        return out
 
 
 class WindowUnderAnotherName(_Kernel):
