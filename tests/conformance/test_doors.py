@@ -17,9 +17,11 @@ class MyMLP(nn.Module):
         super().__init__()
         self.w_in = nn.Parameter(torch.randn(dims.d_model, dims.d_mlp) * 0.1)
         self.w_out = nn.Parameter(torch.randn(dims.d_mlp, dims.d_model) * 0.1)
+        self.hook_pre, self.hook_post = tfs.HookPoint(), tfs.HookPoint()
 
     def forward(self, residual: torch.Tensor) -> torch.Tensor:
-        return torch.relu(residual @ self.w_in) @ self.w_out
+        pre = self.hook_pre(residual @ self.w_in)
+        return self.hook_post(torch.relu(pre)) @ self.w_out
 
 
 def test_a_class_can_be_checked_directly() -> None:

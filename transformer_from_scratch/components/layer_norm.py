@@ -28,7 +28,7 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dims.d_model))
         self.bias = nn.Parameter(torch.zeros(dims.d_model)) if bias else None
         self.hook_scale = HookPoint()  # sqrt(var + eps) [batch pos 1]
-        self.hook_normalized = HookPoint()  # the output, after gain and bias
+        self.hook_normalized = HookPoint()  # (x - mean) / scale, before gain and bias
 
     def forward(self, residual: Residual) -> Residual:
         """The normalised residual vector at each position."""
@@ -40,8 +40,8 @@ class LayerNorm(nn.Module):
         """The same sum step by step, so a hook can see and replace the scale."""
         centred = residual - residual.mean(dim=-1, keepdim=True)
         scale = self.hook_scale((centred.square().mean(dim=-1, keepdim=True) + self.eps).sqrt())
-        out = centred / scale * self.weight
-        return self.hook_normalized(out if self.bias is None else out + self.bias)
+        out = self.hook_normalized(centred / scale) * self.weight
+        return out if self.bias is None else out + self.bias
 
 
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from transformer_from_scratch.core.activations import act_name
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.hooks import HookPoint
-from transformer_from_scratch.core.shapes import Logits, TokenIds
+from transformer_from_scratch.core.shapes import Logits
 
 Metric = Callable[[Logits], Tensor | float]
 # Where each per-head activation keeps its head axis.
@@ -66,8 +66,8 @@ class PatchingResult:
 @torch.no_grad()
 def patch(
     decoder: Decoder,
-    clean: TokenIds,
-    corrupted: TokenIds,
+    clean: Tensor,
+    corrupted: Tensor,
     metric: Metric,
     activation: str = "resid_pre",
     by: str = "position",
