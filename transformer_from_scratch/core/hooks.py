@@ -34,21 +34,21 @@ ALIASES = {
 }
 
 
-class HookPoint(nn.Module):
-    """An activation's name and the functions listening to it (none: the call is free)."""
+class HookPoint:
+    """An activation's name and the functions listening to it (none: the call is free).
+
+    A plain object, not a module: a component keeps it as an attribute (``self.hook_q =
+    HookPoint()``), which Python reads directly (a submodule would go through
+    ``nn.Module.__getattr__`` on every call). It holds no state, so state dicts, ``.to()`` and
+    checkpoints never see it; :func:`find` finds it by walking the modules.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self.name = ""  # set by the decoder: the TransformerLens-style name
         self.fns: list[HookFn] = []
 
     def __call__(self, activation: Tensor) -> Tensor:
-        # Skips nn.Module's call machinery: with nobody listening this is one test.
         return self.run(activation) if self.fns else activation
-
-    def forward(self, activation: Tensor) -> Tensor:
-        """The activation, through every listener in turn."""
-        return self(activation)
 
     def run(self, activation: Tensor) -> Tensor:
         """Call each listener; a returned tensor replaces the activation from then on."""
@@ -73,8 +73,8 @@ class HookPoint(nn.Module):
         """Stop calling ``fn``."""
         self.fns.remove(fn)
 
-    def extra_repr(self) -> str:
-        return self.name
+    def __repr__(self) -> str:
+        return f"HookPoint({self.name!r})"
 
 
 def fire_heads(hook: HookPoint, x: Tensor) -> Tensor:
@@ -92,14 +92,14 @@ class OutputHook(HookPoint):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self._watched = [module]  # a list: not registered as a child (it is one already)
+        self._watched = module
         self._handle: Any = None
 
     def add(self, fn: HookFn) -> None:
         """Listen, attaching to the watched module on the first listener."""
         super().add(fn)
         if self._handle is None:
-            self._handle = self._watched[0].register_forward_hook(self._on_output)
+            self._handle = self._watched.register_forward_hook(self._on_output)
 
     def remove(self, fn: HookFn) -> None:
         """Stop listening, detaching from the module after the last listener."""
@@ -135,12 +135,13 @@ def attach(
     around = Around([HookPoint() for _ in blocks], [HookPoint() for _ in blocks],
                     HookPoint(), HookPoint())  # fmt: skip
     for i, (block, (attention, mlp)) in enumerate(zip(blocks, watched, strict=True)):
-        block.hook_resid_pre = around.resid_pre[i]
-        block.hook_attn_out = OutputHook(attention)
-        block.hook_mlp_out = OutputHook(mlp)
-        block.hook_resid_post = around.resid_post[i]
-    unembedding.hook_in = around.unembed_in
-    unembedding.hook_out = around.unembed_out
+        vars(block).update(
+            hook_resid_pre=around.resid_pre[i],
+            hook_attn_out=OutputHook(attention),
+            hook_mlp_out=OutputHook(mlp),
+            hook_resid_post=around.resid_post[i],
+        )
+    vars(unembedding).update(hook_in=around.unembed_in, hook_out=around.unembed_out)
     return around
 
 
@@ -150,12 +151,15 @@ def hook_name(path: str) -> str:
 
 
 def find(module: nn.Module) -> dict[str, HookPoint]:
-    """Every hook point under ``module``, by name (each named once; names set on the way)."""
+    """Every hook point held by ``module`` or its submodules, by name (names set on the way)."""
     found: dict[str, HookPoint] = {}
+    seen: set[int] = set()
     for path, child in module.named_modules():
-        if isinstance(child, HookPoint):
-            child.name = hook_name(path)
-            found[child.name] = child
+        for attribute, value in vars(child).items():
+            if isinstance(value, HookPoint) and id(value) not in seen:
+                seen.add(id(value))
+                value.name = hook_name(f"{path}.{attribute}" if path else attribute)
+                found[value.name] = value
     return found
 
 
@@ -169,9 +173,9 @@ def detached(activation: Tensor) -> Tensor:
     return activation.detach() if torch.is_grad_enabled() else activation
 
 
-def listened(*points: HookPoint) -> bool:
-    """Whether someone listens at any of ``points`` (so what they show must be computed)."""
-    return any(point.fns for point in points)
+def listened(first: HookPoint, second: HookPoint) -> bool:
+    """Whether someone listens at either point (so what they show must be computed)."""
+    return bool(first.fns or second.fns)
 
 
 def attend_with_pattern(
