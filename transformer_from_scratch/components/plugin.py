@@ -5,6 +5,7 @@ It is loaded through the same hook a third-party plugin uses (see ``core.plugins
 
 from transformer_from_scratch.components import (
     alibi,
+    attention_only,
     embedding,
     flash,
     geglu,
@@ -87,3 +88,5 @@ def _feed_forward(registry: Registry) -> None:
     reg("block", "res_post_norm", res_post_norm.ResPostNorm,
         capabilities=["identity_path", "resid_mid"])  # fmt: skip
     reg("block", "parallel", parallel.Parallel, capabilities=["identity_path"])
+    reg("block", "attention_only", attention_only.AttentionOnly,
+        capabilities=["identity_path", "attention_only"])  # fmt: skip

@@ -50,10 +50,13 @@ def _decoder_owed(decoder: Decoder) -> dict[str, str]:
     additive = any(
         e.kind == "positional" and "additive" in e.capabilities for e, _ in decoder.parts
     )
+    blocks = [e for e, _ in decoder.parts if e.kind == "block"]
     for pattern, layout in DECODER_HOOKS.items():
         if pattern == "hook_pos_embed" and not additive:
             continue
         for i in range(len(decoder.blocks)) if "{i}" in pattern else [0]:
+            if pattern.endswith("hook_mlp_out") and "attention_only" in blocks[i].capabilities:
+                continue
             names[pattern.format(i=i)] = layout
     return names
 

@@ -105,8 +105,11 @@ class ActivationCache(Mapping[str, Tensor]):
             parts.append(self["pos_embed"])
             labels.append("pos_embed")
         for i in range(last):
-            parts += [self[("attn_out", i)], self[("mlp_out", i)]]
-            labels += [f"{i}_attn_out", f"{i}_mlp_out"]
+            parts.append(self[("attn_out", i)])
+            labels.append(f"{i}_attn_out")
+            if act_name("mlp_out", i) in self.store:  # an attention-only block has none
+                parts.append(self[("mlp_out", i)])
+                labels.append(f"{i}_mlp_out")
         return torch.stack(parts), labels
 
     @torch.no_grad()

@@ -171,7 +171,8 @@ def _block(parts: _Parts, spec: DecoderSpec, dims: Dims) -> nn.Module:
     comps = spec.components_for(dims.layer)
     kernel = parts.make("attention_kernel", comps.attention_kernel, dims)
     attention = parts.make("attention", comps.attention, dims, kernel=kernel)
-    mlp = parts.make("mlp", comps.mlp, dims)
+    attention_only = "attention_only" in parts.registry.get("block", comps.block.name).capabilities
+    mlp = None if attention_only else parts.make("mlp", comps.mlp, dims)
     make_norm = functools.partial(parts.make, "norm", comps.norm, dims)
     return parts.make("block", comps.block, dims, attention=attention, mlp=mlp, make_norm=make_norm)
 

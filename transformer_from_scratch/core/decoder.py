@@ -206,13 +206,16 @@ class Decoder(nn.Module):
 HookNames = str | Sequence[str] | Callable[[str], bool]
 
 
-def _sublayers(parts: Sequence[tuple[Entry, nn.Module]]) -> list[tuple[nn.Module, nn.Module]]:
-    """Each block's attention and MLP, from the order the builder made the parts in."""
-    pairs: list[tuple[nn.Module, nn.Module]] = []
+def _sublayers(
+    parts: Sequence[tuple[Entry, nn.Module]],
+) -> list[tuple[nn.Module, nn.Module | None]]:
+    """Each block's attention and MLP (``None`` for an attention-only block), from the order the
+    builder made the parts in."""
+    pairs: list[tuple[nn.Module, nn.Module | None]] = []
     latest: dict[str, Any] = {}
     for entry, module in parts:
         if entry.kind == "block":
-            pairs.append((latest["attention"], latest["mlp"]))
+            pairs.append((latest.pop("attention"), latest.pop("mlp", None)))
         latest[entry.kind] = module
     return pairs
 

@@ -123,7 +123,9 @@ class Around:
 
 
 def attach(
-    blocks: list[nn.Module], watched: list[tuple[nn.Module, nn.Module]], unembedding: nn.Module
+    blocks: list[nn.Module],
+    watched: list[tuple[nn.Module, nn.Module | None]],
+    unembedding: nn.Module,
 ) -> Around:
     """Give every model the hook points that do not depend on its parts' code.
 
@@ -138,9 +140,10 @@ def attach(
         vars(block).update(
             hook_resid_pre=around.resid_pre[i],
             hook_attn_out=OutputHook(attention),
-            hook_mlp_out=OutputHook(mlp),
             hook_resid_post=around.resid_post[i],
         )
+        if mlp is not None:  # an attention-only block has none
+            vars(block)["hook_mlp_out"] = OutputHook(mlp)
     vars(unembedding).update(hook_in=around.unembed_in, hook_out=around.unembed_out)
     return around
 

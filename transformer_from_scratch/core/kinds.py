@@ -175,10 +175,12 @@ needed (each block's norms and the final norm), so each call must make fresh par
             capabilities={
                 "identity_path": "with sublayers that output zero, the block returns its input",
                 "resid_mid": "has a residual stream between attention and MLP (hook_resid_mid)",
+                "attention_only": "has no MLP: the builder makes none and injects mlp=None",
             },
             guide="""
-The factory receives the block's `attention` and `mlp` (already built) and `make_norm`, a
-function of no arguments returning a fresh norm each time it is called. `forward(residual, *,
+The factory receives the block's `attention` and `mlp` (already built; `mlp` is `None` for a
+block declaring `attention_only`) and `make_norm`, a function of no arguments returning a fresh
+norm each time it is called. `forward(residual, *,
 positional, positions, cache=None)` returns the residual stream after the block
 `[batch pos d_model]`: call `attention(x, positional=positional, positions=positions,
 cache=cache)` and `mlp(x)` and add their outputs into the stream in the layout you implement.
