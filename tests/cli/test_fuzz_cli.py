@@ -66,6 +66,8 @@ def _base(path: tuple[str, ...], world: dict[str, str], out: Path) -> list[str]:
         ("bench", "attention"): ["--lengths", "8", "--kernels", "materialized"],
         ("bench", "train"): ["--spec", "tiny"],
         ("new-plugin",): ["tfs-fuzz", "--kind", "mlp", "--out", str(out / "plugin")],
+        ("inspect",): ["--checkpoint", world["checkpoint"], "--prompt", "the", "--out",
+                       str(out / "inspect")],
     }  # fmt: skip
     assert path in bases, f"give `{' '.join(path)}` a valid base command line in this test"
     return [*path, *bases[path]]
