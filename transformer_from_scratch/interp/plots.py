@@ -40,7 +40,7 @@ def attention_patterns(patterns: Tensor, labels: Sequence[str], path: Path, titl
     keys across, each labelled with its token. ``patterns`` is ``[layer head query key]``."""
     plt = _pyplot()
     layers, heads, n, _ = patterns.shape
-    size = max(1.6, 0.22 * n + 0.8)
+    size = max(1.6, 0.16 * n + 0.8)
     figure, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers),
                                 squeeze=False)  # fmt: skip
     for layer in range(layers):
@@ -50,15 +50,15 @@ def attention_patterns(patterns: Tensor, labels: Sequence[str], path: Path, titl
             axis.set_title(f"layer {layer}, head {head}", fontsize=8)
             _token_ticks(axis, labels, head == 0, layer == layers - 1)
     figure.suptitle(f"{title}\n(row: a query token; column: the key it attends to; darker = more)",
-                    fontsize=9)  # fmt: skip
-    figure.tight_layout()
+                    fontsize=11)  # fmt: skip
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (size * layers)))
     _save(plt, figure, path)
 
 
 def _token_ticks(axis: Any, labels: Sequence[str], left: bool, bottom: bool) -> None:
     ticks = range(len(labels))
-    axis.set_yticks(ticks, list(labels) if left else [""] * len(labels), fontsize=6)
-    axis.set_xticks(ticks, list(labels) if bottom else [""] * len(labels), fontsize=6,
+    axis.set_yticks(ticks, list(labels) if left else [""] * len(labels), fontsize=7)
+    axis.set_xticks(ticks, list(labels) if bottom else [""] * len(labels), fontsize=7,
                     rotation=90)  # fmt: skip
 
 
