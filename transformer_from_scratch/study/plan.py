@@ -29,7 +29,7 @@ Every problem in a file is reported at once, naming the field.
 """
 
 import math
-import tomllib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,11 @@ import attrs
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.spec import DecoderSpec
 from transformer_from_scratch.training.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 BUDGETS = ("steps", "tokens", "flops")
 _TOP = {"name", "base", "baseline", "seeds", "data", "tokenizer", "extrapolate", "budget",
@@ -190,7 +195,8 @@ def _lrs(raw: Any, problems: list[str]) -> tuple[float, ...]:
             return tuple(float(v) for v in values)
     elif isinstance(raw, dict) and {"low", "high", "count"} <= set(raw):
         low, high, count = raw["low"], raw["high"], raw["count"]
-        if _positive(low) and _positive(high) and low < high and isinstance(count, int) and count >= 2:
+        whole = isinstance(count, int) and not isinstance(count, bool) and count >= 2
+        if _positive(low) and _positive(high) and low < high and whole:
             step = (math.log(high) - math.log(low)) / (count - 1)
             return tuple(float(f"{math.exp(math.log(low) + i * step):.3g}") for i in range(count))
     problems.append("lr: give values = [..] (positive numbers) or low, high (low < high) and "
