@@ -66,6 +66,9 @@ def _base(path: tuple[str, ...], world: dict[str, str], out: Path) -> list[str]:
         ("bench", "attention"): ["--lengths", "8", "--kernels", "materialized"],
         ("bench", "train"): ["--spec", "tiny"],
         ("new-plugin",): ["tfs-fuzz", "--kind", "mlp", "--out", str(out / "plugin")],
+        ("study", "run"): [str(out / "study.toml")],
+        ("study", "work"): [str(out)],
+        ("study", "report"): [str(out)],
         ("inspect",): ["--checkpoint", world["checkpoint"], "--prompt", "the", "--out",
                        str(out / "inspect")],
     }  # fmt: skip

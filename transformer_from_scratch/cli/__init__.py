@@ -7,12 +7,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transformer_from_scratch.cli import bench, check, components, inspect, new_plugin, train
+from transformer_from_scratch.cli import (
+    bench,
+    check,
+    components,
+    inspect,
+    new_plugin,
+    study,
+    train,
+)
 from transformer_from_scratch.cli.args import add_threads, each_command
 from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.errors import Interrupted, TfsError
 
-COMMANDS = (train, components, check, bench, inspect, new_plugin)
+COMMANDS = (train, components, check, bench, inspect, study, new_plugin)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from transformer_from_scratch.interp.patching import PatchingResult
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on a file-only backend, or an error saying how to install it."""
     try:
         import matplotlib
 
@@ -29,7 +30,8 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(plt: Any, figure: Any, path: Path) -> None:
+def save(plt: Any, figure: Any, path: Path) -> None:
+    """Write ``figure`` to ``path`` (folders made) and free it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -38,7 +40,7 @@ def _save(plt: Any, figure: Any, path: Path) -> None:
 def attention_patterns(patterns: Tensor, labels: Sequence[str], path: Path, title: str) -> None:
     """A grid of attention patterns: one row per layer, one column per head; queries down,
     keys across, each labelled with its token. ``patterns`` is ``[layer head query key]``."""
-    plt = _pyplot()
+    plt = pyplot()
     layers, heads, n, _ = patterns.shape
     size = max(1.6, 0.16 * n + 0.8)
     figure, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers),
@@ -52,7 +54,7 @@ def attention_patterns(patterns: Tensor, labels: Sequence[str], path: Path, titl
     figure.suptitle(f"{title}\n(row: a query token; column: the key it attends to; darker = more)",
                     fontsize=11)  # fmt: skip
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (size * layers)))
-    _save(plt, figure, path)
+    save(plt, figure, path)
 
 
 def _token_ticks(axis: Any, labels: Sequence[str], left: bool, bottom: bool) -> None:
@@ -69,7 +71,7 @@ def logit_lens(
     """The logit lens: for each layer (rows) and position (columns), the top next-token
     prediction read off the residual stream, written in its cell, coloured by its
     probability. ``top_probs`` is ``[layer position]``."""
-    plt = _pyplot()
+    plt = pyplot()
     rows, columns = top_probs.shape
     figure, axis = plt.subplots(figsize=(max(4, 0.7 * columns + 2), max(2.5, 0.45 * rows + 1.5)))
     image = axis.imshow(top_probs.float().numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
@@ -83,7 +85,7 @@ def logit_lens(
     axis.set_xlabel("input token (the prediction is for the token after it)")
     figure.colorbar(image, ax=axis, label="probability of the top prediction")
     axis.set_title(title, fontsize=9)
-    _save(plt, figure, path)
+    save(plt, figure, path)
 
 
 def patching(
@@ -91,7 +93,7 @@ def patching(
 ) -> None:
     """A patching grid: layers down, positions (or heads) across, coloured by how much of the
     clean metric each patch restores (0: none, 1: all; red beyond)."""
-    plt = _pyplot()
+    plt = pyplot()
     grid = result.normalised()
     layers, columns = grid.shape
     figure, axis = plt.subplots(figsize=(max(4, 0.5 * columns + 2), max(2.5, 0.4 * layers + 1.5)))
@@ -106,4 +108,4 @@ def patching(
     axis.set_ylabel("layer")
     figure.colorbar(image, ax=axis, label="share of the clean metric restored")
     axis.set_title(title or f"patching {result.activation} by {result.by}", fontsize=9)
-    _save(plt, figure, path)
+    save(plt, figure, path)

@@ -305,11 +305,12 @@ class Trainer:
 
     # --- validation, checkpoints, sample ---------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Mean validation loss and next-token accuracy over fixed, evenly spaced windows."""
+    def evaluate(self, context: int | None = None) -> tuple[float, float]:
+        """Mean validation loss and next-token accuracy over fixed, evenly spaced windows (of
+        the training context, or of ``context`` tokens)."""
         self.decoder.eval()
         count = self.config.eval_batches * self.config.batch_size
-        span = self.context + 1
+        span = (context or self.context) + 1
         last = len(self.val_ids) - span
         starts = torch.linspace(0, last, min(count, last + 1)).long()
         losses, correct, total = [], 0, 0
@@ -385,7 +386,8 @@ class Trainer:
                 if self.interrupted:
                     self._stop_interrupted()
         val_loss, val_accuracy = self.evaluate()
-        self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy})
+        self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                        "train_seconds": self.throughput.total_seconds})  # fmt: skip
         path = self.save()
         sample = self.sample() if self.world.main and self.config.sample_tokens else ""
         seconds = time.perf_counter() - began
@@ -428,7 +430,8 @@ class Trainer:
             self.throughput.logged()
         if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
             val_loss, accuracy = self.evaluate()
-            self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": accuracy})
+            self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": accuracy,
+                            "train_seconds": self.throughput.total_seconds})  # fmt: skip
             self.progress.message(
                 f"step {self.step}: validation loss {val_loss:.4f}, accuracy {accuracy:.1%}"
             )
@@ -455,6 +458,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     With ``resume``, the run's own saved options are used, with the given ones on top.
     """
+    return run_trainer(config)[0]
+
+
+def run_trainer(config: TrainConfig) -> "tuple[TrainResult, Trainer]":
+    """:func:`train`, also returning the :class:`Trainer` (its decoder, data and evaluation)."""
     changes: list[str] = []
     if config.resume:
         config, changes = remembered(config)
@@ -463,7 +471,7 @@ def train(config: TrainConfig) -> TrainResult:
         trainer.progress.warn(f"resume: {line}")
     try:
         trainer.start()
-        return trainer.run()
+        return trainer.run(), trainer
     finally:
         trainer.lock.release()
         leave(trainer.world)
