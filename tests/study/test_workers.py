@@ -86,6 +86,7 @@ def test_a_killed_worker_s_trial_is_run_again_and_no_cell_completes_twice(
     assert runner.states(study, plan) == {c.key: "done" for c in plan.cells()}
     log = (tmp_path / "survivor.log").read_text()
     assert "3/3 done, 0 running, 0 left" in log
+    assert "this worker completed 3 trial(s)" in log  # the doomed one completed none
 
 
 def test_report_after_the_study_gives_the_table_and_pictures(folder: Path) -> None:

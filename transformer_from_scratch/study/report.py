@@ -41,8 +41,11 @@ def summary(
             continue
         runs = grouped[variant.name][best[variant.name]]
         losses = [r["val_loss"] for r in runs]
+        swept = sorted(grouped[variant.name])
+        at_edge = len(swept) > 1 and best[variant.name] in (swept[0], swept[-1])
         row: dict[str, Any] = {
             "variant": variant.name, "best_lr": best[variant.name], "seeds": len(runs),
+            "best_lr_at_edge": at_edge,
             "val_loss": _summary_dict(losses),
             "lr_sweep": {str(lr): _summary_dict([r["val_loss"] for r in seeds])
                          for lr, seeds in sorted(grouped[variant.name].items())},
@@ -94,7 +97,8 @@ def markdown(report: dict[str, Any]) -> str:
         if not row.get("seeds"):
             lines.append(f"| {row['variant']} |" + " not run yet |" + " |" * (len(head) - 2))
             continue
-        cells = [row["variant"], f"{row['best_lr']:g}", _loss(row["val_loss"]),
+        edge = " (edge)" if row.get("best_lr_at_edge") else ""
+        cells = [row["variant"], f"{row['best_lr']:g}{edge}", _loss(row["val_loss"]),
                  _versus(row["vs_baseline"]), f"{row['tokens_per_s']:,.0f}",
                  f"{row['peak_mib']:,.0f}", f"{row['parameters']:,}",
                  f"{row['flops_per_token']:,.0f}"]  # fmt: skip
@@ -106,7 +110,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append(f"{report['study']}: budget {report['budget'][0]} = {report['budget'][1]:,.0f}, "
                  f"seeds {report['seeds']}; {p['done']} trials done, {p['running']} running, "
                  f"{p['left']} left. vs baseline ({report['baseline']}): mean difference over "
-                 "seeds, paired t-test; 'noise' when p >= 0.05.")  # fmt: skip
+                 "seeds, paired t-test; 'noise' when p >= 0.05. '(edge)': the best rate is "
+                 "the lowest or highest tried, so a better one may lie beyond it.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

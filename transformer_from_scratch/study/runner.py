@@ -152,12 +152,16 @@ def work(folder: Path, storage: str | None = None, say: Any = print) -> int:
                 return completed
             time.sleep(heartbeat()[0])  # another worker's trial may yet fail
             continue
-        before = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        finished: list[float] = []
+
+        def objective(trial: Any, finished: list[float] = finished) -> float:
+            finished.append(_objective(trial, study, plan, folder, say))
+            return finished[-1]
+
         # An error in a trial (bad data, a spec that cannot build) stops this worker with it:
         # it would only repeat. A killed worker's trial is retried through its heartbeat.
-        study.optimize(lambda trial: _objective(trial, study, plan, folder, say), n_trials=1)
-        after = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        completed += after - before
+        study.optimize(objective, n_trials=1)
+        completed += len(finished)
         _progress(study, plan, say)
 
 
