@@ -93,3 +93,18 @@ def test_the_markdown_table_says_noise_or_real(tmp_path: Path) -> None:
 def test_report_on_a_folder_that_is_not_a_study(tfs_cli: Tfs, tmp_path: Path) -> None:
     result = tfs_cli("study", "report", str(tmp_path))
     assert result.returncode == 2 and "is not a study folder" in result.stderr
+
+
+def test_a_study_may_gain_learning_rates_but_not_change_what_ran(tmp_path: Path) -> None:
+    from transformer_from_scratch.study import runner
+
+    first = _file(tmp_path, GOOD)
+    folder = runner.prepare(first, tmp_path / "out")
+    wider = tmp_path / "wider.toml"
+    wider.write_text(GOOD.replace("count = 3", "count = 5"))
+    runner.prepare(wider, folder)
+    assert len(runner.folder_plan(folder).cells()) == 2 * 5 * 2
+    other = tmp_path / "other.toml"
+    other.write_text(GOOD.replace("tokens = 1000", "tokens = 2000"))
+    with pytest.raises(TfsError, match=r"this file changes \(budget\)"):
+        runner.prepare(other, folder)

@@ -66,10 +66,8 @@ def prepare(plan_path: Path, out: Path | None) -> Path:
     kept = folder / PLAN_FILE
     text = plan_path.read_text(encoding="utf-8")
     if kept.exists() and kept.read_text(encoding="utf-8") != text:
-        raise TfsError(
-            f"{folder} holds a different study ({kept} differs from {plan_path}); finish or "
-            "remove it, or give another --out"
-        )
+        _require_extension(load_plan(kept), plan, folder)
+        kept.write_text(text, encoding="utf-8")
     if not kept.exists():
         kept.write_text(text, encoding="utf-8")
     # Paths in the file are relative to it; the folder remembers where that was.
@@ -77,6 +75,20 @@ def prepare(plan_path: Path, out: Path | None) -> Path:
     (folder / ORIGIN_FILE).write_text(json.dumps(origin) + "\n", encoding="utf-8")
     _write_specs(folder_plan(folder), folder, plan_path.resolve().parent)
     return folder
+
+
+def _require_extension(old: Plan, new: Plan, folder: Path) -> None:
+    """A changed study file may only add seeds, learning rates or variants: what was run keeps
+    its meaning (same base, budget, options, data and variants)."""
+    same = ("name", "base", "budget", "train", "data", "tokenizer", "extrapolate")
+    changed = [f for f in same if getattr(old, f) != getattr(new, f)]
+    kept = {v.name: v for v in new.variants}
+    changed += [f"variant {v.name}" for v in old.variants if kept.get(v.name) != v]
+    if changed:
+        raise TfsError(
+            f"{folder} holds a study this file changes ({', '.join(changed)}); a study can "
+            "only gain seeds, learning rates or variants. Give another --out for a new one"
+        )
 
 
 def folder_plan(folder: Path) -> Plan:
