@@ -29,7 +29,8 @@ import torch
 
 from transformer_from_scratch.bench.flops import training_flops_per_token
 from transformer_from_scratch.bench.memory import peak_bytes
-from transformer_from_scratch.core.builder import build_decoder, count_parameters
+from transformer_from_scratch.core.builder import build_decoder
+from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.spec import DecoderSpec
@@ -232,10 +233,9 @@ def run_cell(plan: Plan, folder: Path, cell: Cell) -> dict[str, Any]:
     record: dict[str, Any] = {
         "val_loss": result.val_loss, "val_accuracy": result.val_accuracy, "steps": steps,
         "tokens": steps * batch * context, "tokens_per_s": result.tokens_per_s,
-        "peak_bytes": peak, "flops_per_token": flops_per_token,
-        "parameters": _parameters(spec), "history": _history(out, batch * context,
-                                                              flops_per_token),
+        "peak_bytes": peak, "context": context,
     }  # fmt: skip
+    record |= measured(trainer.decoder, out, record)
     if plan.extrapolate:
         record["extrapolation"] = _extrapolate(trainer, spec.n_ctx, context, plan.extrapolate)
     return record
@@ -251,9 +251,14 @@ def _flops_per_token(spec: DecoderSpec, context: int) -> float:
     return training_flops_per_token(decoder, context)
 
 
-def _parameters(spec: DecoderSpec) -> int | None:
-    counted = count_parameters(spec)
-    return None if counted is None else counted.total
+def measured(decoder: Any, out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Parameters, FLOPs per token and the loss history, from the model as trained (the
+    tokenizer may have replaced the spec's vocabulary, so the spec alone would be wrong)."""
+    context = int(record.get("context") or decoder.spec.n_ctx)
+    flops = training_flops_per_token(decoder, context)
+    tokens_per_step = record["tokens"] // record["steps"]
+    return {"parameters": sum(decoder.parameter_counts().values()), "flops_per_token": flops,
+            "history": _history(out, tokens_per_step, flops)}  # fmt: skip
 
 
 def _steps(plan: Plan, tokens_per_step: int, flops_per_token: float) -> int:
@@ -312,4 +317,13 @@ def trial_records(folder: Path, storage: str | None = None) -> list[dict[str, An
     with quiet_optuna():
         study = open_study(folder, storage)
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [json.loads(json.dumps(dict(t.user_attrs))) for t in done]
+    records = [json.loads(json.dumps(dict(t.user_attrs))) for t in done]
+    context = folder_plan(folder).train.get("context")
+    for record in records:
+        # What was trained, measured again (older records counted the spec's vocabulary).
+        record.setdefault("context", context)
+        saved = run_folder.latest(folder / "trials" / record["cell"])
+        if saved is not None:
+            decoder = load_checkpoint(saved.model).decoder
+            record |= measured(decoder, folder / "trials" / record["cell"], record)
+    return records
