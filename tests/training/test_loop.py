@@ -32,11 +32,14 @@ def test_the_log_records_loss_and_validation(data: Path, tmp_path: Path) -> None
     result = train(config(data, tmp_path / "run"))
     records = list(read_log(tmp_path / "run" / "log.jsonl"))
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8, 10, 12]
-    assert records[-1] == {
+    last = records[-1]
+    assert last == {
         "step": 12,
         "val_loss": result.val_loss,
         "val_accuracy": result.val_accuracy,
+        "train_seconds": last["train_seconds"],
     }
+    assert 0 < last["train_seconds"] < result.seconds
     assert result.val_loss < records[0]["loss"]
 
 
