@@ -227,6 +227,30 @@ def render_check_counts(path: Path = RECORDED_CHECKS) -> str:
     )
 
 
+def render_sharded_memory(registry: Registry) -> str:
+    """What `llama` and `mistral` need per GPU to train, by parallel mode and world size."""
+    from transformer_from_scratch.core import memory
+    from transformer_from_scratch.core.builder import count_parameters
+    from transformer_from_scratch.core.spec import DecoderSpec
+
+    rows = ["| preset | devices | weights + gradients + AdamW per device | activations (batch 1 x "
+            "4096, bf16) | total per device |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name in ("llama", "mistral"):
+        spec = DecoderSpec.preset(name, registry)
+        count = count_parameters(spec, registry)
+        assert count is not None
+        for mode, world in (("ddp", 1), ("fsdp", 8), ("fsdp", 16), ("fsdp", 64)):
+            need = memory.estimate(spec, count.total, batch=1, context=4096, dtype="bfloat16",
+                                   parallel=mode, world_size=world,
+                                   block_parameters=count.per_layer)  # fmt: skip
+            states = need.total - need.activations
+            where = "1 (a whole copy)" if world == 1 else f"{world}, fsdp"
+            rows.append(f"| `{name}` | {where} | {states / memory.GiB:,.1f} GiB | "
+                        f"{need.activations / memory.GiB:,.1f} GiB | "
+                        f"{need.total / memory.GiB:,.1f} GiB |")  # fmt: skip
+    return "\n".join(rows)
+
+
 def sections(registry: Registry | None = None) -> dict[str, str]:
     """Every generated section, by the name its README markers carry."""
     registry = registry or load_registry(autoload=False)
@@ -238,6 +262,7 @@ def sections(registry: Registry | None = None) -> dict[str, str]:
         "helpers": render_helpers,
         "hooks": render_hooks,
         "checks": render_checks,
+        "sharded-memory": lambda: render_sharded_memory(registry),
         "check-counts": render_check_counts,
     }
     return {name: make() for name, make in makers.items()}

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from transformer_from_scratch.cli._table import format_table
+from transformer_from_scratch.cli.args import positive_int
 from transformer_from_scratch.core import memory
 from transformer_from_scratch.core.builder import build_decoder, count_parameters
 from transformer_from_scratch.core.errors import TfsError, did_you_mean
@@ -29,6 +30,10 @@ def add_commands(sub: Any) -> None:
     show.add_argument("--batch-size", type=int, default=16, help="for --memory (default 16)")
     show.add_argument("--context", type=int, help="for --memory (default: n_ctx)")
     show.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    show.add_argument("--parallel", choices=memory.PARALLEL, default="ddp",
+                      help="for --memory: a whole copy each (ddp) or sharded (fsdp)")  # fmt: skip
+    show.add_argument("--world-size", type=positive_int, default=1, metavar="N",
+                      help="for --memory: devices sharing the model (default 1)")  # fmt: skip
     show.set_defaults(run=run_spec_show)
     diff = spec.add_parser("diff", help="show the fields where two specs differ")
     diff.add_argument("first", metavar="A")
@@ -86,11 +91,13 @@ def run_spec_show(args: argparse.Namespace) -> int:
         raise TfsError(f"{args.spec}: a part cannot be built on the meta device to be counted")
     infer = memory.estimate(spec, count.total)
     train = memory.estimate(spec, count.total, batch=args.batch_size, context=args.context,
-                            dtype=args.dtype)  # fmt: skip
+                            dtype=args.dtype, parallel=args.parallel, world_size=args.world_size,
+                            block_parameters=count.per_layer)  # fmt: skip
     context = args.context or spec.n_ctx
-    print(f"{args.spec}: inference (weights only)\n{infer.table()}\n")
-    print(f"training, batch {args.batch_size} x context {context}, {args.dtype}, AdamW, one "
-          f"device\n{train.table()}")  # fmt: skip
+    where = "one device" if args.world_size == 1 else f"each of {args.world_size} devices"
+    print(f"{args.spec}: inference (weights only, one device)\n{infer.table()}\n")
+    print(f"training, {args.parallel}, {where}: batch {args.batch_size} x context {context} per "
+          f"device, {args.dtype}, AdamW\n{train.table()}")  # fmt: skip
     return 0
 
 

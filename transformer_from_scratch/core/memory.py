@@ -10,6 +10,12 @@ heads. Their c1 = 17, c2 = 2.5 (34 and 5 half-precision bytes) describe Megatron
 implementation keeps more (the textbook kernel holds scores and probabilities, the MLP its
 pre-activation), and c1 = 37, c2 = 1.3 are fitted to peaks measured on a CPU
 (``benchmarks/memory_estimate.py``, within about 10 % there). Logits add 3·b·s·vocab floats.
+
+Across devices: data parallelism (``ddp``) keeps a whole copy of weights, gradients and
+optimizer state on each; fully sharded data parallelism (``fsdp``, ZeRO stage 3: Rajbhandari
+et al. 2020) keeps 1/N of each, plus the blocks gathered whole for compute — the one running and
+the one prefetched — and that block's full gradient before it is reduced and scattered.
+Activations are per device either way, for the batch each device holds.
 """
 
 import os
@@ -24,6 +30,7 @@ from transformer_from_scratch.core.spec import DecoderSpec
 GiB = 1024**3
 ACTIVATION_C1, ACTIVATION_C2 = 37.0, 1.3
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+PARALLEL = ("ddp", "fsdp")
 
 
 @attrs.frozen
@@ -35,17 +42,19 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int
+    gathered: int = 0  # fsdp: blocks gathered whole for compute, and one block's gradient
 
     @property
     def total(self) -> int:
         """Everything together."""
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.gathered
 
     def table(self) -> str:
         """A few lines a person reads."""
         rows = [("parameters", f"{self.parameters:,}"), ("weights", _gib(self.weights)),
                 ("gradients", _gib(self.gradients)), ("optimizer (AdamW)", _gib(self.optimizer)),
-                ("activations", _gib(self.activations)), ("total", _gib(self.total))]  # fmt: skip
+                ("activations", _gib(self.activations)),
+                ("gathered blocks", _gib(self.gathered)), ("total", _gib(self.total))]  # fmt: skip
         shown = [r for r in rows if r[0] in ("parameters", "total") or r[1] != _gib(0)]
         return "\n".join(f"{name:<18} {value:>14}" for name, value in shown)
 
@@ -55,17 +64,25 @@ def _gib(count: int) -> str:
 
 
 def estimate(spec: DecoderSpec, parameters: int, *, batch: int = 0, context: int | None = None,
-             dtype: str = "float32") -> MemoryEstimate:  # fmt: skip
-    """The estimate for ``parameters`` weights; ``batch`` > 0 adds training's share."""
-    size = BYTES[dtype]
-    weights = parameters * 4  # weights stay float32 (bfloat16 is autocast)
+             dtype: str = "float32", parallel: str = "ddp", world_size: int = 1,
+             block_parameters: int = 0) -> MemoryEstimate:  # fmt: skip
+    """The estimate per device for ``parameters`` weights; ``batch`` (per device) > 0 adds
+    training's share; ``fsdp`` shards it over ``world_size`` devices (``block_parameters``: the
+    largest block's, gathered whole while it computes)."""
+    if parallel not in PARALLEL:
+        raise TfsError(f"parallel mode {parallel!r}: choose one of {', '.join(PARALLEL)}")
+    shards = world_size if parallel == "fsdp" else 1
+    weights = -(-parameters * 4 // shards)  # weights stay float32 (bfloat16 is autocast)
+    gathered = 2 * block_parameters * 4 if shards > 1 else 0
     if batch <= 0:
-        return MemoryEstimate(parameters, weights, 0, 0, 0)
+        return MemoryEstimate(parameters, weights, 0, 0, 0, gathered)
+    size = BYTES[dtype]
     s, h, a = context or spec.n_ctx, spec.d_model, spec.n_heads
     per_layer = s * batch * h * (ACTIVATION_C1 + ACTIVATION_C2 * a * s / h) * size
     logits = 3 * batch * s * spec.d_vocab * 4
     activations = int(spec.n_layers * per_layer + logits)
-    return MemoryEstimate(parameters, weights, weights, 2 * weights, activations)
+    gathered += block_parameters * 4 if shards > 1 else 0  # a block's unreduced gradient
+    return MemoryEstimate(parameters, weights, weights, 2 * weights, activations, gathered)
 
 
 def available(device: torch.device | None = None) -> int | None:
