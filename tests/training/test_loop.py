@@ -39,7 +39,9 @@ def test_the_log_records_loss_and_validation(data: Path, tmp_path: Path) -> None
         "val_accuracy": result.val_accuracy,
         "train_seconds": last["train_seconds"],
     }
-    assert 0 < last["train_seconds"] < result.seconds
+    # An invariant, not a speed target: the steps' own time is part of the run's wall time.
+    spent, wall = last["train_seconds"], result.seconds
+    assert 0 < spent <= wall
     assert result.val_loss < records[0]["loss"]
 
 
