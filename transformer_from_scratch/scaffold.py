@@ -165,10 +165,9 @@ def component_source(p: Plan) -> str:
     return f"{header}\n\n{imports}\n\n\n{cls}\n"
 
 
-def _imports(p: Plan, code: list[str] | str) -> str:
+def _imports(p: Plan, code: str) -> str:
     """The import block, grouped and sorted as isort (and ruff) would."""
-    joined = code if isinstance(code, str) else "\n".join(code)
-    joined = re.sub(r"#.*", "", joined)  # names in comments need no import
+    joined = re.sub(r"#.*", "", code)  # names in comments need no import
     used = set(re.findall(r"\b[A-Za-z_]+\b", joined))
     names = ("Dims", "HookPoint", "LayerCache", "PositionalEncoding")
     ours = sorted(name for name in names if name in used)

@@ -12,7 +12,7 @@ spells them (:data:`ALIASES`). Which names each kind owes is part of its contrac
 (``core/kinds.py``); the decoder adds the ones around every part (:func:`attach`).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -164,16 +164,6 @@ def find(module: nn.Module) -> dict[str, HookPoint]:
                 value.name = hook_name(f"{path}.{attribute}" if path else attribute)
                 found[value.name] = value
     return found
-
-
-def listening(points: dict[str, HookPoint]) -> Iterator[str]:
-    """Names with at least one listener."""
-    return (name for name, point in points.items() if point.fns)
-
-
-def detached(activation: Tensor) -> Tensor:
-    """What a cache keeps: the value, outside autograd."""
-    return activation.detach() if torch.is_grad_enabled() else activation
 
 
 def listened(first: HookPoint, second: HookPoint) -> bool:
