@@ -226,7 +226,7 @@ def run_cell(plan: Plan, folder: Path, cell: Cell) -> dict[str, Any]:
         shutil.rmtree(out)  # a start that died before its first checkpoint: nothing to keep
     config = plan.train_config(cell, spec_path, out, steps)
     if resume:
-        config = type(config)(**{**_fields(config), "resume": True})
+        config = attrs.evolve(config, resume=True)
     held: list[Any] = []
     peak = peak_bytes(lambda: held.append(run_trainer(config)), torch.device("cpu"))
     result, trainer = held[0]
@@ -239,10 +239,6 @@ def run_cell(plan: Plan, folder: Path, cell: Cell) -> dict[str, Any]:
     if plan.extrapolate:
         record["extrapolation"] = _extrapolate(trainer, spec.n_ctx, context, plan.extrapolate)
     return record
-
-
-def _fields(config: Any) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config)) if f.init}
 
 
 def _flops_per_token(spec: DecoderSpec, context: int) -> float:
