@@ -91,6 +91,13 @@ def add_commands(sub: Any) -> None:
         help="bfloat16 = autocast",
     )
     add("--compile", action="store_true", help="torch.compile the model")
+    add("--parallel", choices=["auto", "ddp", "fsdp"], default=_DEFAULTS.parallel,
+        help="under torchrun: ddp keeps a whole copy per process, fsdp shards weights, gradients "
+        "and AdamW state over them; auto picks fsdp when a whole copy would not fit "
+        "(default: %(default)s)")  # fmt: skip
+    add("--activation-checkpointing", action="store_true",
+        help="keep only each block's input for the backward pass and recompute the rest "
+        "(less memory, about a third more compute)")  # fmt: skip
     add("--out", default=_DEFAULTS.out, metavar="DIR", help="run folder (default: %(default)s)")
     add(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"

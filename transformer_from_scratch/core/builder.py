@@ -6,6 +6,7 @@ calls each factory as ``factory(dims, **injected, **options)`` (see ``core.kinds
 """
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -56,24 +57,41 @@ def build_decoder(spec: DecoderSpec | str, registry: Registry | None = None) -> 
     check_spec(spec, registry)
     _require_buildable(spec, registry)
     parts = _Parts(registry)
-    comps, dims = spec.components, spec.dims
-    embedding = parts.make("embedding", comps.embedding, dims)
-    positional = parts.make("positional", comps.positional, dims)
-    _require_positional(positional, registry.get("positional", comps.positional.name))
-    blocks = [_block(parts, spec, dims.at_layer(i)) for i in range(spec.n_layers)]
-    final_norm = parts.make("norm", comps.norm, dims) if spec.final_norm else nn.Identity()
-    unembedding = parts.make("unembedding", comps.unembedding, dims, embedding=embedding)
+    made = dict(_make_all(parts, spec))
     decoder = Decoder(
         spec,
-        embedding=embedding,
-        positional=positional,  # type: ignore[arg-type]
-        blocks=blocks,
-        final_norm=final_norm,
-        unembedding=unembedding,
+        embedding=made["embedding"],
+        positional=made["positional"],  # type: ignore[arg-type]
+        blocks=[made[f"blocks.{i}"] for i in range(spec.n_layers)],
+        final_norm=made["final_norm"],
+        unembedding=made["unembedding"],
         parts=parts.made,
     )
     dry_run(decoder)
     return decoder
+
+
+def each_part(
+    spec: DecoderSpec, registry: Registry | None = None
+) -> Iterator[tuple[str, nn.Module]]:
+    """The decoder's top-level parts, made one at a time in :func:`build_decoder`'s order (so
+    after the same seed they hold the same weights), each under its name in the decoder."""
+    registry = registry or default_registry()
+    check_spec(spec, registry)
+    yield from _make_all(_Parts(registry), spec)
+
+
+def _make_all(parts: _Parts, spec: DecoderSpec) -> Iterator[tuple[str, nn.Module]]:
+    comps, dims = spec.components, spec.dims
+    embedding = parts.make("embedding", comps.embedding, dims)
+    yield "embedding", embedding
+    positional = parts.make("positional", comps.positional, dims)
+    _require_positional(positional, parts.registry.get("positional", comps.positional.name))
+    yield "positional", positional
+    for i in range(spec.n_layers):
+        yield f"blocks.{i}", _block(parts, spec, dims.at_layer(i))
+    yield "final_norm", parts.make("norm", comps.norm, dims) if spec.final_norm else nn.Identity()
+    yield "unembedding", parts.make("unembedding", comps.unembedding, dims, embedding=embedding)
 
 
 # Beyond any machine, and beyond what Python can build module by module even on ``meta``.

@@ -25,6 +25,7 @@ from transformer_from_scratch.core.errors import CheckpointError, SpecError
 from transformer_from_scratch.core.files import sha256, write_atomically
 from transformer_from_scratch.core.plugins import default_registry
 from transformer_from_scratch.core.registry import Registry
+from transformer_from_scratch.core.sharded import is_sharded, read_manifest, read_shards
 from transformer_from_scratch.core.spec import DecoderSpec
 
 FORMAT = "transformer-from-scratch/checkpoint/1"
@@ -51,11 +52,9 @@ def save_decoder(
     tensors, aliases = unique_tensors(decoder.state_dict())
     metadata = {
         **(extra or {}),
+        **describe(decoder, tokenizer),
         "format": FORMAT,
-        "spec": decoder.spec.to_json(),
-        "providers": json.dumps(_providers(decoder), sort_keys=True),
         "aliases": json.dumps(aliases, sort_keys=True),
-        "tokenizer": json.dumps(dict(tokenizer) if tokenizer is not None else None),
     }
     return write_atomically(path, serialise(tensors, metadata))
 
@@ -94,8 +93,11 @@ def deserialise(
 
 
 def load_checkpoint(path: str | Path, registry: Registry | None = None) -> Checkpoint:
-    """Rebuild the decoder a checkpoint file describes and load its weights."""
+    """Rebuild the decoder a checkpoint file (or sharded checkpoint folder) describes and load
+    its weights."""
     path = Path(path)
+    if is_sharded(path):
+        return _load_sharded(path, registry)
     try:
         blob = path.read_bytes()
     except OSError as err:
@@ -109,6 +111,47 @@ def load_checkpoint(path: str | Path, registry: Registry | None = None) -> Check
     decoder = build_decoder(spec, registry)
     _load_state(decoder, tensors, aliases, path)
     return Checkpoint(decoder.eval(), tokenizer, metadata)
+
+
+def _load_sharded(path: Path, registry: Registry | None) -> Checkpoint:
+    """A sharded checkpoint, put together whole in this process."""
+    record = read_manifest(path)
+    folder = path if path.is_dir() else path.parent
+    metadata = {k: v for k, v in record.items() if isinstance(v, str)}
+    registry = registry or default_registry()
+    spec = _spec(metadata, folder)
+    _require_components(spec, metadata, registry, folder)
+    decoder = build_decoder(spec, registry)
+    aliases = _json_field(metadata, "aliases", folder, {})
+    tensors = {n: t for n, t in decoder.state_dict().items() if n not in aliases}
+    read_shards(folder, "model", tensors, alone=True)
+    _load_state(decoder, tensors, aliases, folder)
+    tokenizer = _json_field(metadata, "tokenizer", folder, None)
+    return Checkpoint(decoder.eval(), tokenizer, metadata)
+
+
+def tied_names(module: torch.nn.Module) -> dict[str, str]:
+    """Each second (third, ...) name of a shared parameter or buffer -> its first name."""
+    first: dict[int, str] = {}
+    aliases = {}
+    named = [*module.named_parameters(remove_duplicate=False),
+             *module.named_buffers(remove_duplicate=False)]  # fmt: skip
+    for name, tensor in named:
+        if id(tensor) in first:
+            aliases[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = name
+    return aliases
+
+
+def describe(decoder: Decoder, tokenizer: Mapping[str, Any] | None) -> dict[str, str]:
+    """What a checkpoint says about its decoder besides the weights."""
+    return {
+        "spec": decoder.spec.to_json(),
+        "providers": json.dumps(_providers(decoder), sort_keys=True),
+        "aliases": json.dumps(tied_names(decoder), sort_keys=True),
+        "tokenizer": json.dumps(dict(tokenizer) if tokenizer is not None else None),
+    }
 
 
 # A header this large is an attack or damage, not a checkpoint (safetensors' own limit).

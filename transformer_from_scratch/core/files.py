@@ -51,6 +51,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's contents, read a piece at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while piece := handle.read(chunk):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
 def _why_not_saved(path: Path, err: OSError) -> str:
     reason = {
         errno.ENOSPC: "the disk is full",

@@ -64,6 +64,8 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float32"
     compile: bool = False
+    parallel: str = "auto"  # ddp, fsdp, or auto: fsdp when a whole copy per process won't fit
+    activation_checkpointing: bool = False
     out: str = "runs/default"
     resume: bool = False
     eval_every: int = 100
@@ -86,6 +88,8 @@ class TrainConfig:
         problems = _range_problems(self)
         if self.dtype not in ("float32", "bfloat16"):
             problems.append(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.parallel not in ("auto", "ddp", "fsdp"):
+            problems.append(f"--parallel must be auto, ddp or fsdp, got {self.parallel!r}")
         if problems:
             raise TfsError("; ".join(problems))
 

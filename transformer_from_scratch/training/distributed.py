@@ -19,6 +19,8 @@ class World:
 
     rank: int = 0
     size: int = 1
+    # Where collectives' tensors live (NCCL: CUDA).
+    device: torch.device = attrs.field(factory=lambda: torch.device("cpu"))
 
     @property
     def main(self) -> bool:
@@ -42,19 +44,47 @@ class World:
         dist.all_reduce(total)
         return total / self.size
 
+    def first_problem(self, problem: str | None) -> str | None:
+        """The lowest-ranked process's problem, told to every process (so all stop together
+        instead of the others waiting forever at the next collective)."""
+        if self.size == 1:
+            return problem
+        who = torch.tensor([self.rank if problem else self.size], device=self.device)
+        dist.all_reduce(who, op=dist.ReduceOp.MIN)
+        first = int(who)
+        if first == self.size:
+            return None
+        text = (problem or "").encode()
+        length = torch.tensor([len(text)], device=self.device)
+        dist.broadcast(length, first)
+        data = torch.zeros(int(length), dtype=torch.uint8, device=self.device)
+        if self.rank == first:
+            data = torch.tensor(list(text), dtype=torch.uint8, device=self.device)
+        dist.broadcast(data, first)
+        return bytes(data.tolist()).decode()
 
-def join(device: torch.device) -> World:
-    """Join the process group torchrun describes in the environment (or stay alone)."""
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.size > 1:
+            dist.barrier()
+
+
+def join(device: torch.device, *, group: bool = False) -> World:
+    """Join the process group torchrun describes in the environment (or stay alone; with
+    ``group``, a process group of one, which sharding needs even alone)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
-        return World()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if size == 1 and not group:
+        return World(device=device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return World(dist.get_rank(), dist.get_world_size())
+        if size == 1:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        else:
+            dist.init_process_group(backend=backend)
+    return World(dist.get_rank(), dist.get_world_size(), device)
 
 
 def leave(world: World) -> None:
     """Leave the process group, if there is one."""
-    if world.size > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()

@@ -10,6 +10,7 @@ from collections import deque
 import attrs
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 # Weights this large are a diverged run, not a trained one: float32 products of two of them
 # overflow, and no healthy transformer weight comes within orders of magnitude of it.
@@ -18,7 +19,8 @@ DIVERGED = 1e6
 
 @torch.no_grad()
 def _first_bad(named: list[tuple[str, torch.Tensor]], what: str) -> str | None:
-    for name, tensor in named:
+    for name, value in named:
+        tensor = value.to_local() if isinstance(value, DTensor) else value  # this process's shard
         if not tensor.is_floating_point():
             continue
         if not bool(torch.isfinite(tensor).all()):

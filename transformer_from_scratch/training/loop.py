@@ -16,9 +16,9 @@ import attrs
 import torch
 from torch import nn
 
-from transformer_from_scratch.core import memory
+from transformer_from_scratch.core import memory, sharded
 from transformer_from_scratch.core.builder import build_decoder, count_parameters
-from transformer_from_scratch.core.checkpoint import load_checkpoint
+from transformer_from_scratch.core.checkpoint import load_checkpoint, tied_names
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.errors import CheckpointError, Interrupted, TfsError
 from transformer_from_scratch.core.files import sha256
@@ -35,12 +35,19 @@ from transformer_from_scratch.training.data import (
     opening_words,
     token_stream,
 )
-from transformer_from_scratch.training.distributed import join, leave
+from transformer_from_scratch.training.distributed import World, join, leave
 from transformer_from_scratch.training.health import SpikeDetector, unhealthy
 from transformer_from_scratch.training.lock import RunLock
 from transformer_from_scratch.training.progress import Progress, RunLog, Throughput
 from transformer_from_scratch.training.resume import remembered
 from transformer_from_scratch.training.schedule import learning_rate
+from transformer_from_scratch.training.sharding import (
+    build_sharded,
+    checkpoint_blocks,
+    choose,
+    fill,
+    whole,
+)
 from transformer_from_scratch.training.tokenizers import Tokenizer
 
 
@@ -109,7 +116,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        self.world = join(self.device)
+        self.world = join(self.device, group=config.parallel == "fsdp")
         corpus = load_corpus(config.data)
         self.tokenizer = make_tokenizer(config.tokenizer, corpus)
         self.spec = resolve_spec(config.spec, self.tokenizer, config.context)
@@ -117,9 +124,9 @@ class Trainer:
         self.train_ids = token_stream(corpus.train, self.tokenizer)
         self.val_ids = token_stream(corpus.validation, self.tokenizer)
         self._check_lengths()
+        self.parallel = "ddp"
         self.memory = self._check_memory()
-        torch.manual_seed(config.seed)
-        self.decoder = build_decoder(self.spec).to(self.device)
+        self.decoder = self._build()
         self.optimizer = make_optimizer(self.decoder, config)
         self.sampler = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
@@ -130,6 +137,7 @@ class Trainer:
         self.progress = Progress(config.steps, quiet=config.quiet or not self.world.main)
         self.throughput = Throughput()
         self.last_good: Path | None = None
+        self.saved_step: int | None = None
         self.model = self._wrap(self.decoder)
         self.lock = RunLock(config.out_dir)
         self.spikes = SpikeDetector(config.spike_sigma)
@@ -146,20 +154,46 @@ class Trainer:
                 )
 
     def _check_memory(self) -> memory.MemoryEstimate | None:
-        """Refuse, before allocating, a run that cannot fit; the estimate otherwise."""
+        """Choose ddp or fsdp (``--parallel auto``: fsdp when a whole copy per process would not
+        fit); refuse, before allocating, a run that cannot fit; the estimate otherwise."""
         count = count_parameters(self.spec)
         if count is None:
+            self.parallel = choose(self.config.parallel, None, self.device, self.world.size)
             return None
         batch = max(1, self.config.batch_size // self.world.size)
-        need = memory.estimate(self.spec, count.total, batch=batch, context=self.context,
-                               dtype=self.config.dtype)  # fmt: skip
+        sizes = {"batch": batch, "context": self.context, "dtype": self.config.dtype,
+                 "world_size": self.world.size, "block_parameters": count.per_layer}  # fmt: skip
+        need = memory.estimate(self.spec, count.total, **sizes)
+        self.parallel = choose(self.config.parallel, need, self.device, self.world.size)
+        if self.parallel == "fsdp":
+            need = memory.estimate(self.spec, count.total, parallel="fsdp", **sizes)
         memory.require_fits(need, f"training --spec {self.config.spec} at --batch-size {batch} "
-                            f"and --context {self.context}", self.device)  # fmt: skip
+                            f"and --context {self.context} with {self.parallel} over "
+                            f"{self.world.size} process(es)", self.device)  # fmt: skip
         return need
+
+    def _build(self) -> Decoder:
+        """The decoder, sharded for fsdp (never whole in memory), else whole on the device."""
+        bfloat16 = self.config.dtype == "bfloat16"
+        if self.parallel == "fsdp":
+            if not dist_ready(self.world):
+                self.world = join(self.device, group=True)
+            decoder = build_sharded(self.spec, self.config.seed, self.device, bfloat16=bfloat16)
+        else:
+            torch.manual_seed(self.config.seed)
+            decoder = build_decoder(self.spec).to(self.device)
+        if self.config.activation_checkpointing:
+            checkpoint_blocks(decoder)
+        return decoder
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are sharded over the processes (fsdp)."""
+        return self.parallel == "fsdp"
 
     def _wrap(self, decoder: Decoder) -> nn.Module:
         model: nn.Module = decoder
-        if self.world.size > 1:
+        if self.world.size > 1 and not self.sharded:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(decoder, device_ids=ids)
         if self.config.compile:
@@ -179,9 +213,11 @@ class Trainer:
         if self.spec.d_vocab != _spec_vocab(asked):
             self.progress.message(f"d_vocab = {self.spec.d_vocab}: the tokenizer's vocabulary "
                                   f"(the spec {asked} says {_spec_vocab(asked)})")  # fmt: skip
+        how = f"{self.parallel} over {self.world.size} processes" if self.world.size > 1 else (
+            "fsdp in one process" if self.sharded else "one process")  # fmt: skip
         if self.memory is not None:
             gib = self.memory.total / memory.GiB
-            self.progress.message(f"memory estimate: {gib:.2f} GiB per process "
+            self.progress.message(f"memory estimate: {gib:.2f} GiB per process, {how} "
                                   f"({self.memory.parameters:,} parameters)")  # fmt: skip
         if self.config.resume:
             self._resume(self._resumable(out))
@@ -237,29 +273,64 @@ class Trainer:
                 f"on ({metadata.get('corpus', 'recorded in the checkpoint')}); give the same "
                 "--data and --tokenizer, or start a new run with another --out"
             )
-        checkpoint = load_checkpoint(saved.model)
-        differences = self.spec.differences(checkpoint.decoder.spec)
-        if differences:
-            rows = "; ".join(f"{path}: now {now}, saved {then}" for path, now, then in differences)
-            raise TfsError(f"--resume refused: the spec differs from the checkpoint's ({rows})")
-        if checkpoint.tokenizer != self.tokenizer.describe():
-            raise TfsError(
-                "--resume refused: the tokenizer (or its vocabulary) differs from the checkpoint's"
-            )
-        self.decoder.load_state_dict(checkpoint.decoder.state_dict())
+        if saved.sharded:
+            self._load_shards(saved, metadata["optimizer"])
+        else:
+            self._load_whole(saved)
         tensors, metadata = run_folder.read_state(saved)
-        run_folder.restore_optimizer(self.optimizer, tensors, metadata["optimizer"])
         torch.set_rng_state(tensors["rng.torch"])
         self.sampler.set_state(tensors["rng.sampler"])
         if torch.cuda.is_available() and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         self.step = saved.step
-        self.last_good = saved.model
+        self.last_good, self.saved_step = saved.model, saved.step
         self.progress = Progress(self.config.steps, start=self.step, quiet=self.progress.quiet)
         dropped = self.log.trim(self.step) if self.world.main else 0
         again = f"; {dropped} log records after it are dropped (they will be run again)"
         self.progress.message(f"resumed from {saved.model} at step {self.step}"
                               + (again if dropped else ""))  # fmt: skip
+
+    def _same_run(self, spec: DecoderSpec, tokenizer: Any) -> None:
+        differences = self.spec.differences(spec)
+        if differences:
+            rows = "; ".join(f"{path}: now {now}, saved {then}" for path, now, then in differences)
+            raise TfsError(f"--resume refused: the spec differs from the checkpoint's ({rows})")
+        if tokenizer != self.tokenizer.describe():
+            raise TfsError(
+                "--resume refused: the tokenizer (or its vocabulary) differs from the checkpoint's"
+            )
+
+    def _load_whole(self, saved: run_folder.Saved) -> None:
+        """Resume from a single-file checkpoint (cut into this process's shards for fsdp)."""
+        checkpoint = load_checkpoint(saved.model)
+        self._same_run(checkpoint.decoder.spec, checkpoint.tokenizer)
+        full = checkpoint.decoder.state_dict()
+        targets = dict(self.decoder.named_parameters(remove_duplicate=False))
+        targets |= dict(self.decoder.named_buffers(remove_duplicate=False))
+        for name, value in full.items():
+            fill(targets[name], value.to(self.device))
+        tensors, metadata = run_folder.read_state(saved)
+        order = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for name in [n for n in tensors if n.startswith("optimizer.")]:
+            index, key = name.split(".")[1:]
+            if key != "step":
+                tensors[name] = fill(torch.zeros_like(order[int(index)]), tensors[name])
+        run_folder.restore_optimizer(self.optimizer, tensors, metadata["optimizer"])
+
+    def _load_shards(self, saved: run_folder.Saved, settings: str) -> None:
+        """Resume from a sharded checkpoint, re-cut for this run's processes."""
+        record = sharded.read_manifest(saved.model)
+        spec = DecoderSpec.from_json(record["spec"], source=f"the spec inside {saved.model}")
+        self._same_run(spec, json.loads(record["tokenizer"]))
+        aliases = tied_names(self.decoder)
+        weights = {n: t for n, t in self.decoder.state_dict().items() if n not in aliases}
+        alone = not dist_ready(self.world)
+        sharded.read_shards(saved.folder, "model", weights, alone=alone)
+        self.decoder.load_state_dict(weights, strict=False)
+        names = sharded.stored_names(saved.folder, "optimizer")
+        moments = run_folder.optimizer_template(self.decoder, names)
+        sharded.read_shards(saved.folder, "optimizer", moments, alone=alone)
+        run_folder.restore_by_name(self.decoder, self.optimizer, moments, settings)
 
     # --- one step -----------------------------------------------------------------------
     def batch(self) -> torch.Tensor:
@@ -290,7 +361,7 @@ class Trainer:
         self._guard(mean_loss)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        norm = float(torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), clip))
+        norm = float(whole(torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), clip)))
         if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             self._stop(
@@ -326,18 +397,28 @@ class Trainer:
 
     def save(self) -> Path:
         """Write a checkpoint (main process only) and remember it as the last good one."""
-        problem = unhealthy(self.decoder, self.optimizer)
+        if self.saved_step == self.step and self.last_good is not None:
+            return self.last_good  # resumed at the end: this step is on disk already
+        problem = self.world.first_problem(unhealthy(self.decoder, self.optimizer))
         if problem:
             self._stop(f"not saving a checkpoint at step {self.step}: {problem}")
-        if self.world.main:
-            saved = run_folder.save(self.config.out_dir, self.step, self.decoder,
-                                    self.tokenizer.describe(), *self._state(),
+        out, tokenizer = self.config.out_dir, self.tokenizer.describe()
+        if self.sharded:
+            saved = run_folder.save_sharded(out, self.step, self.decoder, self.optimizer,
+                                            tokenizer, *self._state(), world=self.world,
+                                            keep=self.config.keep)  # fmt: skip
+            self.last_good = saved.model
+        elif self.world.main:
+            saved = run_folder.save(out, self.step, self.decoder, tokenizer, *self._state(),
                                     keep=self.config.keep)  # fmt: skip
             self.last_good = saved.model
-        return self.last_good or self.config.out_dir
+        self.saved_step = self.step
+        return self.last_good or out
 
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
+        tensors, optimizer_json = {}, ""
+        if not self.sharded:  # sharded runs save the optimizer's shards beside the weights'
+            tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
         tensors = {
             **tensors,
             "rng.torch": torch.get_rng_state(),
@@ -389,7 +470,9 @@ class Trainer:
         self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy,
                         "train_seconds": self.throughput.total_seconds})  # fmt: skip
         path = self.save()
-        sample = self.sample() if self.world.main and self.config.sample_tokens else ""
+        # Sharded weights are gathered by every process together, so all of them sample.
+        sampling = self.world.main or self.sharded
+        sample = self.sample() if sampling and self.config.sample_tokens else ""
         seconds = time.perf_counter() - began
         return TrainResult(self.step, val_loss, val_accuracy, path, sample, seconds,
                            self.throughput.overall, self.world.main)  # fmt: skip
@@ -451,6 +534,11 @@ class Trainer:
         self.progress.warn(f"warning: {spike}")
         if self.config.stop_on_spike:
             self._stop(f"{spike} (--stop-on-spike)")
+
+
+def dist_ready(world: World) -> bool:
+    """Whether this process is in a process group (torchrun, or fsdp's group of one)."""
+    return world.size > 1 or torch.distributed.is_initialized()
 
 
 def train(config: TrainConfig) -> TrainResult:

@@ -10,7 +10,11 @@ Layout of ``--out``::
                                      digest of the model file it belongs to and of the data
     log.jsonl                   one JSON record per log line
 
-A checkpoint is written into a new folder; only when both files are on disk is ``latest.json``
+A sharded run (``--parallel fsdp``) writes ``ckpt-N/`` as ``core.sharded`` describes (each
+process its own shards, then one process the state and the manifest); ``latest.json`` then
+records the manifest's digest, and the manifest those of every other file.
+
+A checkpoint is written into a new folder; only when all its files are on disk is ``latest.json``
 replaced to point at it, and only then are folders beyond the last ``keep`` removed — only ones
 this run wrote and listed in its history, never a folder it did not write. A process killed at
 any moment therefore leaves ``latest.json`` naming a complete checkpoint (the new or the old
@@ -24,11 +28,14 @@ from typing import Any
 
 import attrs
 import torch
+from torch import nn
 
-from transformer_from_scratch.core.checkpoint import deserialise, save_decoder, serialise
+from transformer_from_scratch.core import sharded
+from transformer_from_scratch.core.checkpoint import describe, deserialise, save_decoder, serialise
 from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.errors import CheckpointError
-from transformer_from_scratch.core.files import sha256, write_atomically
+from transformer_from_scratch.core.files import sha256, sha256_file, write_atomically
+from transformer_from_scratch.training.distributed import World
 
 STATE_FORMAT = "transformer-from-scratch/training-state/1"
 LATEST = "latest.json"
@@ -39,8 +46,30 @@ class Saved:
     """A complete checkpoint in a run folder."""
 
     step: int
-    model: Path
+    model: Path  # model.safetensors, or a sharded checkpoint's manifest
     state: Path
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this checkpoint is sharded (see ``core.sharded``)."""
+        return self.model.name == sharded.MANIFEST
+
+    @property
+    def folder(self) -> Path:
+        """The checkpoint's folder."""
+        return self.model.parent
+
+    @classmethod
+    def at(cls, folder: Path, step: int) -> "Saved":
+        """The checkpoint in ``folder``, sharded or not."""
+        manifest = folder / sharded.MANIFEST
+        model = manifest if manifest.exists() else folder / "model.safetensors"
+        return cls(step, model, folder / "state.safetensors")
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files ``latest.json`` vouches for (a manifest vouches for the rest)."""
+        return (self.model,) if self.sharded else (self.model, self.state)
 
 
 def _record(out: Path) -> dict[str, Any] | None:
@@ -81,12 +110,11 @@ def latest(out: Path) -> Saved | None:
     record = _record(out)
     if record is None:
         return None
-    folder = out / record["folder"]
-    saved = Saved(int(record["step"]), folder / "model.safetensors", folder / "state.safetensors")
+    saved = Saved.at(out / record["folder"], int(record["step"]))
     hashes = record["sha256"]
     pointer = out / LATEST
-    for path in (saved.model, saved.state):
-        if not path.exists() or sha256(path.read_bytes()) != hashes.get(path.name):
+    for path in saved.files:
+        if not path.exists() or sha256_file(path) != hashes.get(path.name):
             raise CheckpointError(
                 f"{path} is missing or does not match {pointer}: the checkpoint was damaged "
                 "after it was written"
@@ -106,43 +134,78 @@ def save(
     """Write a new checkpoint folder, point ``latest.json`` at it, then drop this run's folders
     beyond the newest ``keep``."""
     folder = out / f"ckpt-{step:07d}"
-    before = [*history(out, "dropping"), *history(out)]
     model = save_decoder(decoder, folder / "model.safetensors", tokenizer=tokenizer,
                          extra={"step": str(step)})  # fmt: skip
     binding = {"step": str(step), "model_sha256": sha256(model.read_bytes())}
     state = write_atomically(folder / "state.safetensors", serialise(training_state, {
         "format": STATE_FORMAT, **info, **binding}))  # fmt: skip
-    kept = [*(name for name in before if name != folder.name), folder.name][-keep:]
-    # Folders being dropped stay listed until the next save, so a kill mid-removal loses none.
+    saved = Saved(step, model, state)
+    _switch_latest(out, saved, keep)
+    return saved
+
+
+def _switch_latest(out: Path, saved: Saved, keep: int) -> None:
+    """Point ``latest.json`` at ``saved``, then drop this run's folders beyond ``keep``."""
+    before = [*history(out, "dropping"), *history(out)]
+    kept = [*(name for name in before if name != saved.folder.name), saved.folder.name][-keep:]
     dropping = [name for name in dict.fromkeys(before) if name not in kept]
     record = {
-        "step": step,
-        "folder": folder.name,
-        "sha256": {p.name: sha256(p.read_bytes()) for p in (model, state)},
+        "step": saved.step,
+        "folder": saved.folder.name,
+        "sha256": {p.name: sha256_file(p) for p in saved.files},
         "history": kept,
         "dropping": dropping,
     }
     write_atomically(out / LATEST, json.dumps(record, indent=2).encode())
     for name in dropping:
         shutil.rmtree(out / name, ignore_errors=True)
-    return Saved(step, model, state)
+
+
+def save_sharded(out: Path, step: int, decoder: Decoder, optimizer: torch.optim.Optimizer,
+                 tokenizer: dict[str, Any], training_state: dict[str, torch.Tensor],
+                 info: dict[str, str], world: World, keep: int = 3) -> Saved:  # fmt: skip
+    """Every process writes its shards of the weights and AdamW state; when all have finished,
+    the first writes the rest of the state and the manifest, and only then switches
+    ``latest.json``. A process killed on the way leaves ``latest.json`` as it was."""
+    folder = out / f"ckpt-{step:07d}"
+    saved = Saved(step, folder / sharded.MANIFEST, folder / "state.safetensors")
+    if world.main and folder.exists():
+        shutil.rmtree(folder)  # an earlier, unfinished save of this step (never the latest)
+    world.barrier()
+    aliases = json.loads(describe(decoder, tokenizer)["aliases"])
+    weights = {n: t for n, t in decoder.state_dict().items() if n not in aliases}
+    sharded.write_shards(folder, "model", weights)
+    moments, groups = optimizer_by_name(decoder, optimizer)
+    sharded.write_shards(folder, "optimizer", moments)
+    world.barrier()
+    if world.main:
+        metadata = {"format": STATE_FORMAT, **info, "optimizer": groups, "step": str(step)}
+        write_atomically(saved.state, serialise(training_state, metadata))
+        record = {**describe(decoder, tokenizer), "step": str(step),
+                  "world_size": world.size}  # fmt: skip
+        sharded.write_manifest(folder, record)
+        _switch_latest(out, saved, keep)
+    world.barrier()
+    return saved
 
 
 def point_at(out: Path, saved: Saved) -> None:
     """Rewrite ``latest.json`` to name ``saved`` (after recovering from an unreadable one)."""
     record = {
         "step": saved.step,
-        "folder": saved.model.parent.name,
-        "sha256": {p.name: sha256(p.read_bytes()) for p in (saved.model, saved.state)},
-        "history": [saved.model.parent.name],
+        "folder": saved.folder.name,
+        "sha256": {p.name: sha256_file(p) for p in saved.files},
+        "history": [saved.folder.name],
     }
     write_atomically(out / LATEST, json.dumps(record, indent=2).encode())
 
 
 def check_pair(saved: Saved) -> dict[str, str]:
     """The state's metadata, after checking it belongs to ``saved.model`` at ``saved.step``."""
+    if saved.sharded:
+        sharded.read_manifest(saved.model)  # checks every file, the state's digest among them
     _, metadata = read_state(saved)
-    recorded = metadata.get("model_sha256")
+    recorded = None if saved.sharded else metadata.get("model_sha256")
     if recorded is not None and recorded != sha256(saved.model.read_bytes()):
         raise CheckpointError(
             f"{saved.state} belongs to another model file than {saved.model} (its recorded "
@@ -160,9 +223,9 @@ def recover(out: Path) -> Saved | None:
     """The newest checkpoint folder whose two files are intact and belong together."""
     for folder in reversed(checkpoint_folders(out)):
         try:
-            step = int(folder.name.removeprefix("ckpt-"))
-            saved = Saved(step, folder / "model.safetensors", folder / "state.safetensors")
-            deserialise(saved.model.read_bytes(), str(saved.model))
+            saved = Saved.at(folder, int(folder.name.removeprefix("ckpt-")))
+            if not saved.sharded:
+                deserialise(saved.model.read_bytes(), str(saved.model))
             check_pair(saved)
         except (OSError, ValueError, CheckpointError):
             continue
@@ -214,3 +277,49 @@ def restore_optimizer(
         for group in extra["param_groups"]
     ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def optimizer_by_name(
+    decoder: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The optimizer's tensors named ``PARAMETER.KEY`` (shards, for sharded parameters), and
+    its settings as JSON."""
+    names = {id(p): n for n, p in decoder.named_parameters()}
+    tensors = {f"{names[id(param)]}.{key}": value
+               for param, entry in optimizer.state.items()
+               for key, value in entry.items() if isinstance(value, torch.Tensor)}  # fmt: skip
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return tensors, json.dumps({"param_groups": groups})
+
+
+def restore_by_name(decoder: nn.Module, optimizer: torch.optim.Optimizer,
+                    tensors: dict[str, torch.Tensor], text: str) -> None:  # fmt: skip
+    """Load what :func:`optimizer_by_name` saved (the tensors already cut to this process's
+    shards)."""
+    order = [p for group in optimizer.param_groups for p in group["params"]]
+    position = {id(p): i for i, p in enumerate(order)}  # by identity: == compares values
+    index = {n: position[id(p)] for n, p in decoder.named_parameters()}
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        parameter, key = name.rsplit(".", 1)
+        state.setdefault(index[parameter], {})[key] = tensor
+    current = optimizer.state_dict()["param_groups"]
+    saved = json.loads(text)["param_groups"]
+    groups = [{**now, **{k: tuple(v) if k == "betas" else v for k, v in then.items()}}
+              for now, then in zip(current, saved, strict=True)]  # fmt: skip
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def optimizer_template(decoder: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    """Empty tensors to read the stored optimizer ``names`` into, cut like their parameters."""
+    parameters = dict(decoder.named_parameters())
+    template = {}
+    for name in names:
+        parameter, key = name.rsplit(".", 1)
+        if parameter not in parameters:
+            raise CheckpointError(f"the checkpoint's optimizer state names {parameter!r}, which "
+                                  "this model does not have")  # fmt: skip
+        like = parameters[parameter]
+        template[name] = torch.zeros((), dtype=torch.float32) if key == "step" else (
+            torch.zeros_like(like, dtype=torch.float32))  # fmt: skip
+    return template
