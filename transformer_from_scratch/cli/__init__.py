@@ -11,6 +11,7 @@ from transformer_from_scratch.cli import (
     bench,
     check,
     components,
+    export,
     inspect,
     new_plugin,
     study,
@@ -20,7 +21,7 @@ from transformer_from_scratch.cli.args import add_threads, each_command
 from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.errors import Interrupted, TfsError
 
-COMMANDS = (train, components, check, bench, inspect, study, new_plugin)
+COMMANDS = (train, components, check, bench, inspect, export, study, new_plugin)
 
 
 def build_parser() -> argparse.ArgumentParser:

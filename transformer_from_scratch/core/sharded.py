@@ -22,8 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import HuggingFaceStorageReader, HuggingFaceStorageWriter
+from torch.distributed.checkpoint.hf_storage import (
+    HuggingFaceStorageReader,
+    HuggingFaceStorageWriter,
+)
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
 from transformer_from_scratch.core.errors import CheckpointError
 from transformer_from_scratch.core.files import sha256, sha256_file, write_atomically
@@ -37,7 +41,7 @@ def write_shards(folder: Path, part: str, tensors: dict[str, torch.Tensor]) -> N
     """Write this process's shards of ``tensors`` into ``folder/part`` (every process calls it)."""
     plain = {name: tensor.detach() for name, tensor in tensors.items()}
     writer = HuggingFaceStorageWriter(str(folder / part), save_distributed=True)
-    dcp.save(plain, storage_writer=writer)
+    dcp_save(plain, storage_writer=writer)
 
 
 def read_shards(folder: Path, part: str, template: dict[str, torch.Tensor], *,
@@ -48,7 +52,7 @@ def read_shards(folder: Path, part: str, template: dict[str, torch.Tensor], *,
     try:
         with warnings.catch_warnings():  # "assuming ... a single process": it is meant to
             warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-            dcp.load(template, storage_reader=reader, no_dist=alone)
+            dcp_load(template, storage_reader=reader, no_dist=alone)
     except Exception as err:
         raise CheckpointError(
             f"{folder / part} does not hold what this model needs: {_first_line(err)}"

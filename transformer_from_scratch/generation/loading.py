@@ -4,15 +4,16 @@ from pathlib import Path
 
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.decoder import Decoder
+from transformer_from_scratch.core.sharded import is_sharded
 from transformer_from_scratch.core.errors import CheckpointError
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.tokenizers import Tokenizer, from_description
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """A model file as given, or the latest model in a run folder."""
+    """A model file or checkpoint folder as given, or the latest checkpoint in a run folder."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not is_sharded(path):
         saved = run_folder.latest(path)
         if saved is None:
             raise CheckpointError(

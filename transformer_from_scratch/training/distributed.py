@@ -78,7 +78,8 @@ def join(device: torch.device, *, group: bool = False) -> World:
         return World(device=device)
     if not dist.is_initialized():
         if size == 1:
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+            store = dist.HashStore()  # type: ignore[attr-defined]
+            dist.init_process_group(backend, store=store, rank=0, world_size=1)
         else:
             dist.init_process_group(backend=backend)
     return World(dist.get_rank(), dist.get_world_size(), device)

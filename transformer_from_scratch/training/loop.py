@@ -1,6 +1,7 @@
 """The training loop: AdamW, warm-up + cosine, clipping, validation, checkpoints, exact resume."""
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -161,12 +162,14 @@ class Trainer:
             self.parallel = choose(self.config.parallel, None, self.device, self.world.size)
             return None
         batch = max(1, self.config.batch_size // self.world.size)
-        sizes = {"batch": batch, "context": self.context, "dtype": self.config.dtype,
-                 "world_size": self.world.size, "block_parameters": count.per_layer}  # fmt: skip
-        need = memory.estimate(self.spec, count.total, **sizes)
-        self.parallel = choose(self.config.parallel, need, self.device, self.world.size)
-        if self.parallel == "fsdp":
-            need = memory.estimate(self.spec, count.total, parallel="fsdp", **sizes)
+        need = functools.partial(
+            memory.estimate, self.spec, count.total, batch=batch, context=self.context,
+            dtype=self.config.dtype, world_size=self.world.size, block_parameters=count.per_layer,
+        )  # fmt: skip
+        self.parallel = choose(self.config.parallel, need(), self.device, self.world.size)
+        return self._require(need(parallel=self.parallel), batch)
+
+    def _require(self, need: memory.MemoryEstimate, batch: int) -> memory.MemoryEstimate:
         memory.require_fits(need, f"training --spec {self.config.spec} at --batch-size {batch} "
                             f"and --context {self.context} with {self.parallel} over "
                             f"{self.world.size} process(es)", self.device)  # fmt: skip
@@ -305,7 +308,9 @@ class Trainer:
         checkpoint = load_checkpoint(saved.model)
         self._same_run(checkpoint.decoder.spec, checkpoint.tokenizer)
         full = checkpoint.decoder.state_dict()
-        targets = dict(self.decoder.named_parameters(remove_duplicate=False))
+        targets: dict[str, torch.Tensor] = dict(
+            self.decoder.named_parameters(remove_duplicate=False)
+        )
         targets |= dict(self.decoder.named_buffers(remove_duplicate=False))
         for name, value in full.items():
             fill(targets[name], value.to(self.device))
@@ -416,7 +421,8 @@ class Trainer:
         return self.last_good or out
 
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        tensors, optimizer_json = {}, ""
+        tensors: dict[str, torch.Tensor] = {}
+        optimizer_json = ""
         if not self.sharded:  # sharded runs save the optimizer's shards beside the weights'
             tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
         tensors = {

@@ -99,7 +99,7 @@ def checkpoint_blocks(decoder: Decoder) -> None:
     """Keep only each block's input for the backward pass and recompute the rest there
     (activation checkpointing: less memory, about one more forward pass of compute)."""
     for block in decoder.blocks:
-        block.forward = functools.partial(_recomputed, block.forward)  # type: ignore[method-assign]
+        block.forward = functools.partial(_recomputed, block.forward)
 
 
 def _recomputed(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
