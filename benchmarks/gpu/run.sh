@@ -8,7 +8,9 @@
 # 2. every attention kernel from 1k to 16k tokens, bfloat16: time, TFLOP/s, allocator peak;
 # 3. a gpt2 (124M) training step, context 1024, batch 16, bfloat16 autocast, torch.compile,
 #    beside the plain-PyTorch reference, with MFU against a matmul peak measured on the spot.
-# A short table is printed last. About 6-8 minutes on an H100.
+# 4. tfs train on one GPU with --parallel fsdp (a process group of one) beside --parallel ddp:
+#    the training tokens/s of each, gpt2 shapes, context 1024, bfloat16.
+# A short table is printed last. About 8-10 minutes on an H100.
 set -uo pipefail
 OUT=${OUT:-/tmp/tfs-gpu}
 mkdir -p "$OUT"
@@ -23,25 +25,35 @@ SPEC=${SPEC:-gpt2}
 
 python3 -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0))" | tee "$OUT/machine.txt"
 
-echo "== 1/3 conformance (CUDA moves, bfloat16)"
+echo "== 1/4 conformance (CUDA moves, bfloat16)"
 timeout 240 python3 -m transformer_from_scratch check --json "$OUT/check.json" > "$OUT/check.txt" 2>&1
 echo "exit $?: $(tail -1 "$OUT/check.txt")"
 
-echo "== 2/3 attention kernels, bfloat16"
+echo "== 2/4 attention kernels, bfloat16"
 timeout 300 python3 -m transformer_from_scratch bench attention --device cuda --dtype bfloat16 \
   --seq "$SEQ" --batch 1 --heads 16 --d-head 64 --repeats 5 \
   --json "$OUT/attention_gpu.json" --plot "$OUT/attention_gpu.png" > "$OUT/attention_gpu.txt" 2> "$OUT/attention_gpu.err"
 echo "exit $?"
 
-echo "== 3/3 training step, $SPEC, bfloat16, compiled"
+echo "== 3/4 training step, $SPEC, bfloat16, compiled"
 timeout 300 python3 -m transformer_from_scratch bench train --spec "$SPEC" --kernel sdpa --batch-size 16 \
   --device cuda --dtype bfloat16 --compile --rounds 5 > "$OUT/train_gpu.txt" 2> "$OUT/train_gpu.err"
 echo "exit $?"
+
+echo "== 4/4 tfs train on one GPU: fsdp beside ddp"
+for mode in ddp fsdp; do
+  timeout 240 python3 -m transformer_from_scratch train --spec "$SPEC" --device cuda --dtype bfloat16 \
+    --parallel $mode --steps 40 --batch-size 8 --context 1024 --eval-every 1000 --eval-batches 1 \
+    --checkpoint-every 1000 --sample-tokens 0 --quiet --out "$OUT/train_$mode" \
+    > "$OUT/train_$mode.txt" 2>&1
+  echo "$mode exit $?: $(grep -o '[0-9.]*k tok/s while training' "$OUT/train_$mode.txt")" | tee -a "$OUT/parallel.txt"
+done
 
 echo; echo "================ summary ================"
 cat "$OUT/machine.txt"
 tail -1 "$OUT/check.txt"
 grep -E "^FAIL" "$OUT/check.txt" | head -5
 cat "$OUT/train_gpu.txt"
+cat "$OUT/parallel.txt"
 echo
 cat "$OUT/attention_gpu.txt"

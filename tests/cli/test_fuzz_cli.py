@@ -69,6 +69,7 @@ def _base(path: tuple[str, ...], world: dict[str, str], out: Path) -> list[str]:
         ("study", "run"): [str(out / "study.toml")],
         ("study", "work"): [str(out)],
         ("study", "report"): [str(out)],
+        ("export",): [world["checkpoint"], str(out / "exported.safetensors")],
         ("inspect",): ["--checkpoint", world["checkpoint"], "--prompt", "the", "--out",
                        str(out / "inspect")],
     }  # fmt: skip

@@ -55,7 +55,8 @@ def _through_transformers(decoder: tfs.Decoder, folder: Path) -> torch.Tensor:
     save_hf(decoder, folder)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
     with torch.no_grad():
-        return model.eval()(TOKENS).logits
+        logits: torch.Tensor = model.eval()(TOKENS).logits
+    return logits
 
 
 @pytest.mark.parametrize("name", NATIVE)
@@ -72,7 +73,7 @@ def test_transformers_loads_the_export_and_computes_the_same_logits(
 @pytest.mark.parametrize("name", CONFIGS)
 def test_a_converted_model_goes_back_exactly(name: str, tmp_path: Path) -> None:
     ours = from_hf(reference(name))
-    config, state = to_hf(ours)
+    config, _ = to_hf(ours)
     again = from_hf(transformers.AutoModelForCausalLM.from_pretrained(
         save_hf(ours, tmp_path), attn_implementation="eager"))  # fmt: skip
     assert again.spec == ours.spec

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformer_from_scratch.core import sharded
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.checkpoint import load_checkpoint, tied_names
+from transformer_from_scratch.core.decoder import Decoder
 from transformer_from_scratch.core.spec import DecoderSpec
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.distributed import join, leave
@@ -21,12 +22,14 @@ torch.set_num_threads(1)
 SPEC = DecoderSpec.preset("tiny").evolve(d_vocab=257)  # 257 rows: shards of unequal size
 
 
-def make(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+def make(seed: int) -> tuple[Decoder, torch.optim.Optimizer]:
     decoder = build_sharded(SPEC, seed, torch.device("cpu"))
     return decoder, torch.optim.AdamW(decoder.parameters(), lr=1e-2)
 
 
-def everything(decoder: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def everything(
+    decoder: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
     """Every weight and moment, whole (every process must call it)."""
     tensors = {n: whole(t) for n, t in decoder.state_dict().items()
                if n not in tied_names(decoder)}  # fmt: skip

@@ -76,12 +76,23 @@ def test_fsdp_follows_one_process_and_resumes_on_another_number_of_processes(
     shutil.copytree(folder / "part", folder / "part1")
     train(2, folder / "part", "--resume")  # the same two processes: exact resume
     assert losses(folder / "part") == two
-    train(0, folder / "part1", "--resume")  # one process reads the two processes' shards
+    train(0, folder / "part1", "--resume", "--parallel", "ddp")  # one unsharded process
     resumed = losses(folder / "part1")
     assert resumed[:10] == two[:10]
     # Not bit for bit: one process sums the gradient of the whole batch in one order, two sum
     # halves and then average them, so the last bits differ (measured: below 1e-6 relative).
     assert resumed[10:] == pytest.approx(two[10:], rel=1e-5)
+
+
+def test_a_single_file_checkpoint_starts_a_sharded_run(folder: Path) -> None:
+    train(0, folder / "one", "--steps", "12")
+    train(0, folder / "part", "--steps", "12", "--stop-after", "6")
+    before = run_folder.latest(folder / "part")
+    assert before is not None and not before.sharded
+    train(2, folder / "part", "--resume", "--parallel", "fsdp")
+    saved = run_folder.latest(folder / "part")
+    assert saved is not None and saved.sharded and saved.step == 12
+    assert losses(folder / "part") == pytest.approx(losses(folder / "one"), rel=1e-5)
 
 
 def test_a_checkpoint_saved_by_two_processes_reads_bit_for_bit_into_one_and_into_three(
@@ -127,7 +138,8 @@ def test_killing_a_process_during_a_sharded_save_keeps_the_previous_checkpoint(
     assert load_checkpoint(saved.model).decoder is not None
     assert not (out / "ckpt-0000008" / "checkpoint.json").exists()
     train(2, out, "--resume")
-    assert run_folder.latest(out).step == 12  # type: ignore[union-attr]
+    finished = run_folder.latest(out)
+    assert finished is not None and finished.step == 12
     assert len(losses(out)) == 12
 
 

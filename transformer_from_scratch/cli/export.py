@@ -20,11 +20,11 @@ def add_commands(sub: Any) -> None:
     )
     add = p.add_argument
     add("checkpoint", metavar="CHECKPOINT",
-        help="a run folder (its latest checkpoint), a checkpoint folder or a model.safetensors")  # fmt: skip
+        help="a run folder (its latest checkpoint), checkpoint folder or model file")  # fmt: skip
     add("destination", nargs="?", metavar="OUT", help="the file or folder to write (or --out)")
     add("--out", metavar="PATH", help="the file (--to tfs) or folder (--to hf) to write")
     add("--to", choices=["tfs", "hf"], default="tfs",
-        help="tfs: one model.safetensors; hf: a Hugging Face folder (default: %(default)s)")  # fmt: skip
+        help="tfs: one model.safetensors; hf: a Hugging Face folder (default: tfs)")  # fmt: skip
     p.set_defaults(run=run_export)
 
 

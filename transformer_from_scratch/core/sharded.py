@@ -87,9 +87,9 @@ def is_sharded(path: Path) -> bool:
     return path.name == MANIFEST or (path.is_dir() and (path / MANIFEST).exists())
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path, *, check_files: bool = True) -> dict[str, Any]:
     """The manifest of the sharded checkpoint at ``path`` (its folder or manifest), after
-    checking it and every file it lists."""
+    checking it and (unless ``check_files`` is false: checked already) every file it lists."""
     manifest = path if path.name == MANIFEST else path / MANIFEST
     folder = manifest.parent
     try:
@@ -108,7 +108,8 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if record.get("digest") != _digest(record):
         raise CheckpointError(f"{manifest} was edited or damaged: it does not match its own "
                               "digest. Use an earlier checkpoint")  # fmt: skip
-    _check_files(folder, files)
+    if check_files:
+        _check_files(folder, files)
     return record
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.core.decoder import Decoder
-from transformer_from_scratch.core.sharded import is_sharded
 from transformer_from_scratch.core.errors import CheckpointError
+from transformer_from_scratch.core.sharded import is_sharded
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.tokenizers import Tokenizer, from_description
 

@@ -106,6 +106,7 @@ def _llama_config(spec: DecoderSpec) -> dict[str, Any]:
     _need(spec, family, "block", ("pre_norm",))
     tied = _need(spec, family, "unembedding", ("tied", "untied")).name == "tied"
     window = _window(spec, family, allowed=True)
+    bias = bool(spec.components.attention.options.get("bias", False))
     config = {"model_type": "mistral" if window else "llama",
               "architectures": ["MistralForCausalLM" if window else "LlamaForCausalLM"],
               "vocab_size": spec.d_vocab, "hidden_size": spec.d_model,
@@ -113,8 +114,8 @@ def _llama_config(spec: DecoderSpec) -> dict[str, Any]:
               "num_attention_heads": spec.n_heads, "num_key_value_heads": spec.n_kv_heads or
               spec.n_heads, "head_dim": spec.d_head, "max_position_embeddings": spec.n_ctx,
               "rms_norm_eps": norm.options.get("eps", 1e-6), "hidden_act": "silu",
-              **_rope(rotary), "attention_bias": bool(spec.components.attention.options.get("bias", False)),
-              "mlp_bias": False, "tie_word_embeddings": tied}  # fmt: skip
+              **_rope(rotary), "mlp_bias": False, "tie_word_embeddings": tied,
+              "attention_bias": bias}  # fmt: skip
     if window:
         config["sliding_window"] = window
     return config

@@ -268,7 +268,16 @@ class Trainer:
         )
 
     def _resume(self, saved: run_folder.Saved) -> None:
-        metadata = run_folder.check_pair(saved)
+        problem = None
+        if self.world.main:  # one process reads every file through; the others hear the verdict
+            try:
+                run_folder.check_pair(saved)
+            except CheckpointError as err:
+                problem = str(err)
+        problem = self.world.first_problem(problem)
+        if problem:
+            raise CheckpointError(problem)
+        _, metadata = run_folder.read_state(saved)
         recorded = metadata.get("data_sha256")
         if recorded is not None and recorded != self.data_digest:
             raise TfsError(
@@ -324,7 +333,7 @@ class Trainer:
 
     def _load_shards(self, saved: run_folder.Saved, settings: str) -> None:
         """Resume from a sharded checkpoint, re-cut for this run's processes."""
-        record = sharded.read_manifest(saved.model)
+        record = sharded.read_manifest(saved.model, check_files=False)  # checked in _resume
         spec = DecoderSpec.from_json(record["spec"], source=f"the spec inside {saved.model}")
         self._same_run(spec, json.loads(record["tokenizer"]))
         aliases = tied_names(self.decoder)

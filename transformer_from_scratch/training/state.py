@@ -133,7 +133,7 @@ def save(
 ) -> Saved:
     """Write a new checkpoint folder, point ``latest.json`` at it, then drop this run's folders
     beyond the newest ``keep``."""
-    folder = out / f"ckpt-{step:07d}"
+    folder = _fresh_folder(out, step, sharded_save=False)
     model = save_decoder(decoder, folder / "model.safetensors", tokenizer=tokenizer,
                          extra={"step": str(step)})  # fmt: skip
     binding = {"step": str(step), "model_sha256": sha256(model.read_bytes())}
@@ -142,6 +142,24 @@ def save(
     saved = Saved(step, model, state)
     _switch_latest(out, saved, keep)
     return saved
+
+
+def _fresh_folder(out: Path, step: int, *, sharded_save: bool) -> Path:
+    """The folder for step ``step``'s checkpoint, emptied of what an unfinished earlier save of
+    that step left (never the checkpoint ``latest.json`` names)."""
+    folder = out / f"ckpt-{step:07d}"
+    if not folder.exists():
+        return folder
+    try:
+        current = _record(out)
+    except CheckpointError:
+        current = None  # unreadable: recovery points it at an intact folder before any save
+    if current is not None and current.get("folder") == folder.name:
+        if sharded_save or (folder / sharded.MANIFEST).exists():
+            raise CheckpointError(f"{folder} is the latest checkpoint; it is not overwritten")
+        return folder  # the same step saved again, file by file, atomically
+    shutil.rmtree(folder)
+    return folder
 
 
 def _switch_latest(out: Path, saved: Saved, keep: int) -> None:
@@ -168,10 +186,10 @@ def save_sharded(out: Path, step: int, decoder: Decoder, optimizer: torch.optim.
     the first writes the rest of the state and the manifest, and only then switches
     ``latest.json``. A process killed on the way leaves ``latest.json`` as it was."""
     folder = out / f"ckpt-{step:07d}"
-    saved = Saved(step, folder / sharded.MANIFEST, folder / "state.safetensors")
-    if world.main and folder.exists():
-        shutil.rmtree(folder)  # an earlier, unfinished save of this step (never the latest)
+    if world.main:
+        _fresh_folder(out, step, sharded_save=True)
     world.barrier()
+    saved = Saved(step, folder / sharded.MANIFEST, folder / "state.safetensors")
     aliases = json.loads(describe(decoder, tokenizer)["aliases"])
     weights = {n: t for n, t in decoder.state_dict().items() if n not in aliases}
     sharded.write_shards(folder, "model", weights)
