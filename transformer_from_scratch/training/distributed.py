@@ -5,6 +5,7 @@ slice, so N processes with a global batch B follow the same loss curve as one pr
 """
 
 import os
+import time
 
 import attrs
 import torch
@@ -85,7 +86,17 @@ def join(device: torch.device, *, group: bool = False) -> World:
     return World(dist.get_rank(), dist.get_world_size(), device)
 
 
-def leave(world: World) -> None:
-    """Leave the process group, if there is one."""
+def leave(world: World, *, together: bool = True) -> None:
+    """Leave the process group, if there is one (``together``: every process is leaving now;
+    otherwise this one leaves alone, after an error, without waiting for the others).
+
+    Gloo's worker threads free each finished collective's tensors after the caller has its
+    result, and freeing a tensor Python made takes the GIL. The process group's destructor
+    joins those threads while holding the GIL (PyTorch's, when the last reference goes, e.g.
+    with DDP's reducer): if a thread is still freeing, the two wait for each other forever. A
+    barrier and a moment with the GIL released first let every thread finish."""
     if dist.is_initialized():
+        if together:
+            dist.barrier()
+        time.sleep(0.05)  # releases the GIL to the threads still freeing tensors
         dist.destroy_process_group()

@@ -572,12 +572,15 @@ def run_trainer(config: TrainConfig) -> "tuple[TrainResult, Trainer]":
     trainer = Trainer(config)
     for line in changes:
         trainer.progress.warn(f"resume: {line}")
+    finished = False
     try:
         trainer.start()
-        return trainer.run(), trainer
+        result = trainer.run()
+        finished = True
+        return result, trainer
     finally:
         trainer.lock.release()
-        leave(trainer.world)
+        leave(trainer.world, together=finished)
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:
