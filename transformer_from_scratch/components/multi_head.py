@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from torch import Tensor, nn
 
 from transformer_from_scratch.core.cache import LayerCache
@@ -23,7 +22,7 @@ from transformer_from_scratch.core.hooks import (
     listened,
 )
 from transformer_from_scratch.core.kinds import AttentionKernel, PositionalEncoding
-from transformer_from_scratch.core.shapes import HeadVectors, Positions, Residual
+from transformer_from_scratch.core.shapes import Positions, Residual
 
 INITS = ("gpt2", "seed")
 
@@ -92,9 +91,10 @@ class MultiHead(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """Each position's update to the residual stream, mixed from earlier positions."""
-        queries = fire_heads(self.hook_q, self._project(residual, self.W_Q, self.b_Q))
-        keys = fire_heads(self.hook_k, self._project(residual, self.W_K, self.b_K))
-        values = fire_heads(self.hook_v, self._project(residual, self.W_V, self.b_V))
+        queries, keys, values = self._project(residual)
+        queries = fire_heads(self.hook_q, queries)
+        keys = fire_heads(self.hook_k, keys)
+        values = fire_heads(self.hook_v, values)
         if self.q_gain is not None and self.k_gain is not None:
             queries = rms_normalize(queries, 1e-6) * self.q_gain
             keys = rms_normalize(keys, 1e-6) * self.k_gain
@@ -130,17 +130,23 @@ class MultiHead(nn.Module):
             self.hook_attn_scores, self.hook_pattern, *args, **kwargs, window=window
         )
 
-    @staticmethod
-    def _project(
-        residual: Residual,
-        weight: Float[Tensor, "head d_model d_head"],
-        bias: Float[Tensor, "head d_head"] | None,
-    ) -> HeadVectors:
-        """Every head's projection in one matrix product, then split into heads."""
-        heads, d_model, d_head = weight.shape
-        flat = weight.permute(1, 0, 2).reshape(d_model, heads * d_head)
-        out = affine(residual, flat, None if bias is None else bias.reshape(-1))
-        return out.view(*residual.shape[:-1], heads, d_head).transpose(-3, -2)
+    def _project(self, residual: Residual) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of every head in one matrix product (``W_Q``, ``W_K`` and
+        ``W_V`` side by side, each laid out ``[d_model head*d_head]``), then split into heads."""
+        weights = (self.W_Q, self.W_K, self.W_V)
+        widths = [w.shape[0] * w.shape[2] for w in weights]
+        flat = torch.cat([w.permute(1, 0, 2).reshape(w.shape[1], -1) for w in weights], dim=1)
+        biases = (self.b_Q, self.b_K, self.b_V)
+        bias = (
+            None
+            if self.b_Q is None
+            else torch.cat([b.reshape(-1) for b in biases if b is not None])
+        )
+        out = affine(residual, flat, bias)
+        return tuple(
+            part.view(*residual.shape[:-1], w.shape[0], w.shape[2]).transpose(-3, -2)
+            for part, w in zip(out.split(widths, dim=-1), weights, strict=True)
+        )
 
     def _share(self, x: Tensor) -> Tensor:
         """Repeat each key/value head for the query heads of its group (no-op for plain MHA)."""
