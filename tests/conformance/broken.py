@@ -97,10 +97,12 @@ class OnlyWholeTiles(_Kernel):
 class _DropsOldest(LayerCache):
     def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         all_keys, all_values = super().extend(keys, values)
-        if all_keys.shape[-2] > 4:  # "keep the cache small": silently drops the oldest entry
-            self.keys, self.values = all_keys[..., 1:, :], all_values[..., 1:, :]
-        assert self.keys is not None and self.values is not None
-        return self.keys, self.values
+        if all_keys.shape[-2] <= 4:
+            return all_keys, all_values
+        # "keep the cache small": silently drops the oldest entry
+        kept = all_keys[..., 1:, :].clone(), all_values[..., 1:, :].clone()
+        LayerCache.__init__(self)
+        return super().extend(*kept)
 
 
 class CacheDropsOldest(MultiHead):

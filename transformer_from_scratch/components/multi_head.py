@@ -91,7 +91,7 @@ class MultiHead(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """Each position's update to the residual stream, mixed from earlier positions."""
-        queries, keys, values = self._project(residual)
+        queries, keys, values = self._project(residual, cache)
         queries = fire_heads(self.hook_q, queries)
         keys = fire_heads(self.hook_k, keys)
         values = fire_heads(self.hook_v, values)
@@ -130,11 +130,26 @@ class MultiHead(nn.Module):
             self.hook_attn_scores, self.hook_pattern, *args, **kwargs, window=window
         )
 
-    def _project(self, residual: Residual) -> tuple[Tensor, Tensor, Tensor]:
+    def _project(
+        self, residual: Residual, cache: LayerCache | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of every head in one matrix product (``W_Q``, ``W_K`` and
-        ``W_V`` side by side, each laid out ``[d_model head*d_head]``), then split into heads."""
+        ``W_V`` side by side, each laid out ``[d_model head*d_head]``), then split into heads.
+        While generating, the side-by-side matrix is made once and kept in the cache."""
         weights = (self.W_Q, self.W_K, self.W_V)
+        kept = cache.keep.get("qkv") if cache is not None else None
+        fused = kept if isinstance(kept, tuple) else self._fused(weights)
+        if cache is not None and kept is None and not torch.is_grad_enabled():
+            cache.keep["qkv"] = fused
+        flat, bias = fused
+        out = affine(residual, flat, bias)
         widths = [w.shape[0] * w.shape[2] for w in weights]
+        return tuple(
+            part.view(*residual.shape[:-1], w.shape[0], w.shape[2]).transpose(-3, -2)
+            for part, w in zip(out.split(widths, dim=-1), weights, strict=True)
+        )
+
+    def _fused(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
         flat = torch.cat([w.permute(1, 0, 2).reshape(w.shape[1], -1) for w in weights], dim=1)
         biases = (self.b_Q, self.b_K, self.b_V)
         bias = (
@@ -142,11 +157,7 @@ class MultiHead(nn.Module):
             if self.b_Q is None
             else torch.cat([b.reshape(-1) for b in biases if b is not None])
         )
-        out = affine(residual, flat, bias)
-        return tuple(
-            part.view(*residual.shape[:-1], w.shape[0], w.shape[2]).transpose(-3, -2)
-            for part, w in zip(out.split(widths, dim=-1), weights, strict=True)
-        )
+        return flat, bias
 
     def _share(self, x: Tensor) -> Tensor:
         """Repeat each key/value head for the query heads of its group (no-op for plain MHA)."""
