@@ -22,12 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributed.checkpoint.hf_storage import (
-    HuggingFaceStorageReader,
-    HuggingFaceStorageWriter,
-)
-from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
-from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+from safetensors import safe_open
 
 from transformer_from_scratch.core.errors import CheckpointError
 from transformer_from_scratch.core.files import sha256, sha256_file, write_atomically
@@ -39,6 +34,11 @@ PARTS = ("model", "optimizer")
 
 def write_shards(folder: Path, part: str, tensors: dict[str, torch.Tensor]) -> None:
     """Write this process's shards of ``tensors`` into ``folder/part`` (every process calls it)."""
+    # Imported here: torch.distributed.checkpoint takes 0.6 s to import, and most uses of the
+    # package never touch a sharded checkpoint.
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageWriter
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
     plain = {name: tensor.detach() for name, tensor in tensors.items()}
     writer = HuggingFaceStorageWriter(str(folder / part), save_distributed=True)
     dcp_save(plain, storage_writer=writer)
@@ -48,6 +48,9 @@ def read_shards(folder: Path, part: str, template: dict[str, torch.Tensor], *,
                 alone: bool = False) -> None:  # fmt: skip
     """Fill ``template``'s tensors (whole, or this process's shards of sharded ones) from
     ``folder/part``; ``alone``: this process reads without the others."""
+    from torch.distributed.checkpoint.hf_storage import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+
     reader = HuggingFaceStorageReader(str(folder / part))
     try:
         with warnings.catch_warnings():  # "assuming ... a single process": it is meant to
@@ -61,8 +64,6 @@ def read_shards(folder: Path, part: str, template: dict[str, torch.Tensor], *,
 
 def stored_names(folder: Path, part: str) -> list[str]:
     """The tensor names stored in ``folder/part`` (read from the files' headers only)."""
-    from safetensors import safe_open
-
     names: set[str] = set()
     for path in sorted((folder / part).glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as handle:
