@@ -23,8 +23,9 @@ def add_commands(sub: Any) -> None:
         help="a run folder (its latest checkpoint), checkpoint folder or model file")  # fmt: skip
     add("destination", nargs="?", metavar="OUT", help="the file or folder to write (or --out)")
     add("--out", metavar="PATH", help="the file (--to tfs) or folder (--to hf) to write")
-    add("--to", choices=["tfs", "hf"], default="tfs",
-        help="tfs: one model.safetensors; hf: a Hugging Face folder (default: tfs)")  # fmt: skip
+    add("--to", nargs="+", default=["tfs"], metavar="FORMAT",
+        help="tfs: one model.safetensors (the default); hf: a Hugging Face folder. The "
+        "destination may follow: --to hf DIR")  # fmt: skip
     p.set_defaults(run=run_export)
 
 
@@ -34,11 +35,11 @@ def run_export(args: argparse.Namespace) -> int:
     from transformer_from_scratch.generation.loading import checkpoint_path
     from transformer_from_scratch.interop.hf_export import save_hf
 
-    out = _destination(args)
+    form, out = _form_and_destination(args)
     source = checkpoint_path(args.checkpoint)
     checkpoint = load_checkpoint(source)
     step = checkpoint.metadata.get("step", "?")
-    if args.to == "hf":
+    if form == "hf":
         save_hf(checkpoint.decoder, out)
         what = "config.json and model.safetensors"
     else:
@@ -52,10 +53,14 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _destination(args: argparse.Namespace) -> Path:
-    given = [p for p in (args.destination, args.out) if p]
+def _form_and_destination(args: argparse.Namespace) -> tuple[str, Path]:
+    form, *rest = args.to
+    if form not in ("tfs", "hf") or len(rest) > 1:
+        raise TfsError(f"--to {' '.join(args.to)}: give tfs or hf, then at most the destination "
+                       "(for example --to hf exported/)")  # fmt: skip
+    given = list(dict.fromkeys(p for p in (args.destination, args.out, *rest) if p))
     if not given:
         raise TfsError("say where to write: tfs export CHECKPOINT OUT (or --out OUT)")
-    if len(given) == 2 and given[0] != given[1]:
-        raise TfsError(f"two destinations given ({given[0]} and --out {given[1]}); give one")
-    return Path(given[0])
+    if len(given) > 1:
+        raise TfsError(f"two destinations given ({' and '.join(given)}); give one")
+    return form, Path(given[0])
