@@ -131,7 +131,7 @@ def _is_clearly_wrong(field: str, value: Any) -> bool:
         return True
     return (
         "/" not in field
-        and field not in ("n_kv_heads", "final_norm", "layers")
+        and field not in ("n_kv_heads", "final_norm", "layers", "dropout")
         and (value is None or isinstance(value, str) or (isinstance(value, int) and value <= 0))
     )
 

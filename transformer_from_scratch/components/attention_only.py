@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
 
@@ -28,6 +29,7 @@ class AttentionOnly(nn.Module):
     ) -> None:
         super().__init__()
         self.attention = attention
+        self.dropout = dims.dropout  # on the attention's output, while training
         self.norm_attention = make_norm()
 
     def forward(
@@ -39,7 +41,11 @@ class AttentionOnly(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """The residual stream plus what attention writes."""
-        out: Residual = residual + self.attention(
+        attended = self.attention(
             self.norm_attention(residual), positional=positional, positions=positions, cache=cache
         )
+        out: Residual = residual + self._drop(attended)
         return out
+
+    def _drop(self, update: Residual) -> Residual:
+        return dropout(update, self.dropout, self.training)

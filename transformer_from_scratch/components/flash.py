@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.errors import TfsError
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import causal_mask, no_weight_dropout
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -163,8 +163,9 @@ def _forward_rows(tiles: _Tiles, q: Tensor, k: Tensor, v: Tensor, bias: Tensor |
 
 
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:
-    """The tile must be a positive whole number."""
+    """The tile must be a positive whole number; no dropout (the tiles never hold the whole
+    weight matrix a mask would apply to)."""
     tile = options.get("tile", 128)
     if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
         return [f"option tile = {tile!r} must be a positive whole number (64 to 256 is usual)"]
-    return []
+    return no_weight_dropout("flash", dims)

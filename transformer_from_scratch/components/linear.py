@@ -1,9 +1,13 @@
 """``linear``: kernelised linear attention, causal through running sums (approximate)."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import no_weight_dropout
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -53,3 +57,8 @@ class Linear(nn.Module):
 def _features(x: Tensor) -> Tensor:
     """``elu(x) + 1``, written out: ``x + 1`` for positive x, ``exp(x)`` otherwise."""
     return torch.where(x > 0, x + 1, torch.exp(torch.clamp_max(x, 0.0)))
+
+
+def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:
+    """No dropout: the weights are never formed, so there is nothing to drop."""
+    return no_weight_dropout("linear", dims)

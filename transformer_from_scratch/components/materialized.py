@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import causal_mask, dropout
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -31,6 +31,7 @@ class Materialized(nn.Module):
     def __init__(self, dims: Dims, window: int | None = None) -> None:
         super().__init__()
         self.window = window
+        self.dropout = dims.dropout  # on the attention weights, while training
 
     def forward(
         self,
@@ -48,4 +49,5 @@ class Materialized(nn.Module):
             scores = scores + score_bias
         hidden = causal_mask(query_positions, key_positions, self.window)
         scores = scores.masked_fill(hidden, float("-inf"))
-        return torch.softmax(scores, dim=-1) @ values
+        weights = torch.softmax(scores, dim=-1)
+        return dropout(weights, self.dropout, self.training) @ values

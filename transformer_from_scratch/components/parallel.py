@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
 
@@ -29,6 +30,7 @@ class Parallel(nn.Module):
     ) -> None:
         super().__init__()
         self.attention, self.mlp = attention, mlp
+        self.dropout = dims.dropout  # on each sublayer's output, while training
         self.norm_attention = make_norm()
         self.norm_mlp = self.norm_attention if shared_norm else make_norm()
 
@@ -44,5 +46,9 @@ class Parallel(nn.Module):
         attended = self.attention(
             self.norm_attention(residual), positional=positional, positions=positions, cache=cache
         )
-        out: Residual = residual + attended + self.mlp(self.norm_mlp(residual))
+        mlp = self.mlp(self.norm_mlp(residual))
+        out: Residual = residual + self._drop(attended) + self._drop(mlp)
         return out
+
+    def _drop(self, update: Residual) -> Residual:
+        return dropout(update, self.dropout, self.training)

@@ -71,7 +71,8 @@ def _attention(registry: Registry) -> None:
     reg("attention_kernel", "flash", flash.Flash, capabilities=EXACT_KERNEL,
         validate=flash.validate, check_options=[{"tile": 4}])  # fmt: skip
     reg("attention_kernel", "sdpa", sdpa.SDPA, capabilities=EXACT_KERNEL)
-    reg("attention_kernel", "linear", linear.Linear, capabilities=["kv_cache"])
+    reg("attention_kernel", "linear", linear.Linear, capabilities=["kv_cache"],
+        validate=linear.validate)  # fmt: skip
 
 
 def _feed_forward(registry: Registry) -> None:

@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
@@ -24,6 +25,7 @@ class PostNorm(nn.Module):
     ) -> None:
         super().__init__()
         self.attention, self.mlp = attention, mlp
+        self.dropout = dims.dropout  # on each sublayer's output, while training
         self.norm_attention, self.norm_mlp = make_norm(), make_norm()
         self.hook_resid_mid = HookPoint()  # the stream between attention and MLP
 
@@ -37,6 +39,9 @@ class PostNorm(nn.Module):
     ) -> Residual:
         """The normalised residual stream after attention and after the MLP."""
         attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
-        residual = self.hook_resid_mid(self.norm_attention(residual + attended))
-        out: Residual = self.norm_mlp(residual + self.mlp(residual))
+        residual = self.hook_resid_mid(self.norm_attention(residual + self._drop(attended)))
+        out: Residual = self.norm_mlp(residual + self._drop(self.mlp(residual)))
         return out
+
+    def _drop(self, update: Residual) -> Residual:
+        return dropout(update, self.dropout, self.training)

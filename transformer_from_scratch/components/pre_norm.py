@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
@@ -25,6 +26,7 @@ class PreNorm(nn.Module):
     ) -> None:
         super().__init__()
         self.attention, self.mlp = attention, mlp
+        self.dropout = dims.dropout  # on each sublayer's output, while training
         self.norm_attention, self.norm_mlp = make_norm(), make_norm()
         self.hook_resid_mid = HookPoint()  # the stream between attention and MLP
 
@@ -37,9 +39,12 @@ class PreNorm(nn.Module):
         cache: LayerCache | None = None,
     ) -> Residual:
         """The residual stream after this block's attention and MLP have added to it."""
-        residual = residual + self.attention(
+        attended = self.attention(
             self.norm_attention(residual), positional=positional, positions=positions, cache=cache
         )
-        residual = self.hook_resid_mid(residual)
-        out: Residual = residual + self.mlp(self.norm_mlp(residual))
+        residual = self.hook_resid_mid(residual + self._drop(attended))
+        out: Residual = residual + self._drop(self.mlp(self.norm_mlp(residual)))
         return out
+
+    def _drop(self, update: Residual) -> Residual:
+        return dropout(update, self.dropout, self.training)

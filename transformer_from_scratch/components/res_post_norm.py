@@ -6,6 +6,7 @@ from torch import nn
 
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.dims import Dims
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.shapes import Positions, Residual
@@ -26,6 +27,7 @@ class ResPostNorm(nn.Module):
     ) -> None:
         super().__init__()
         self.attention, self.mlp = attention, mlp
+        self.dropout = dims.dropout  # on each sublayer's output, while training
         self.norm_attention, self.norm_mlp = make_norm(), make_norm()
         self.hook_resid_mid = HookPoint()  # the stream between attention and MLP
 
@@ -39,6 +41,9 @@ class ResPostNorm(nn.Module):
     ) -> Residual:
         """The residual stream plus this block's normalised attention and MLP outputs."""
         attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
-        residual = self.hook_resid_mid(residual + self.norm_attention(attended))
-        out: Residual = residual + self.norm_mlp(self.mlp(residual))
+        residual = self.hook_resid_mid(residual + self._drop(self.norm_attention(attended)))
+        out: Residual = residual + self._drop(self.norm_mlp(self.mlp(residual)))
         return out
+
+    def _drop(self, update: Residual) -> Residual:
+        return dropout(update, self.dropout, self.training)

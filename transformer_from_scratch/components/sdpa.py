@@ -31,6 +31,7 @@ class SDPA(nn.Module):
     def __init__(self, dims: Dims, window: int | None = None) -> None:
         super().__init__()
         self.window = window
+        self.dropout = dims.dropout  # on the attention weights, while training
 
     def forward(
         self,
@@ -45,10 +46,17 @@ class SDPA(nn.Module):
         """Each query's weighted average of the values it may see."""
         plain = score_bias is None and self.window is None
         if plain and queries.shape[-2] == keys.shape[-2]:
-            return F.scaled_dot_product_attention(queries, keys, values, is_causal=True)
+            return F.scaled_dot_product_attention(
+                queries, keys, values, is_causal=True, dropout_p=self._p()
+            )
         hidden = causal_mask(query_positions, key_positions, self.window)
         mask = torch.zeros(hidden.shape, dtype=queries.dtype, device=queries.device)
         mask = mask.masked_fill(hidden, float("-inf"))
         if score_bias is not None:
             mask = mask + score_bias.to(queries.dtype)
-        return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+        return F.scaled_dot_product_attention(
+            queries, keys, values, attn_mask=mask, dropout_p=self._p()
+        )
+
+    def _p(self) -> float:
+        return self.dropout if self.training else 0.0

@@ -15,6 +15,7 @@ from torch import nn
 from transformer_from_scratch.core.activations import ActivationCache
 from transformer_from_scratch.core.cache import KVCache
 from transformer_from_scratch.core.errors import TfsError, did_you_mean
+from transformer_from_scratch.core.functional import dropout
 from transformer_from_scratch.core.hooks import HookFn, HookPoint, attach, find, hook_name
 from transformer_from_scratch.core.kinds import PositionalEncoding
 from transformer_from_scratch.core.registry import Entry
@@ -94,12 +95,13 @@ class Decoder(nn.Module):
             )
 
     def residual_at_start(self, tokens: TokenIds, positions: Positions) -> Residual:
-        """The residual stream before the first block: token embedding (+ position vectors)."""
+        """The residual stream before the first block: token embedding (+ position vectors),
+        with the spec's dropout while training."""
         residual: torch.Tensor = self.hook_embed(self.embedding(tokens))
         added = self.positional.embed(positions)
-        if added is None:
-            return residual
-        return residual + self.hook_pos_embed(added.to(residual.dtype).expand_as(residual))
+        if added is not None:
+            residual = residual + self.hook_pos_embed(added.to(residual.dtype).expand_as(residual))
+        return dropout(residual, self.spec.dropout, self.training)
 
     def positions(self, length: int, offset: int, device: torch.device) -> Positions:
         """Positions ``offset .. offset+length-1``, refused past the context window."""

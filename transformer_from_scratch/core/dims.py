@@ -21,6 +21,10 @@ class Dims:
     n_kv_heads: int = attrs.field(
         metadata={"doc": "key/value heads (divides n_heads; fewer means grouped-query)"}
     )
+    dropout: float = attrs.field(
+        default=0.0,
+        metadata={"doc": "probability of zeroing an activation while training (0: none)"},
+    )
     layer: int | None = attrs.field(
         default=None, metadata={"doc": "index of the block being built; None outside blocks"}
     )

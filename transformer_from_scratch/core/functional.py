@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.shapes import KeyPositions, QueryPositions
 
 INIT_SCHEMES = ("normal", "xavier_uniform", "xavier_normal", "kaiming_normal", "zeros", "ones")
@@ -96,6 +97,25 @@ class _GELU(torch.autograd.Function):
         else:
             local = torch.exp(x * x * -0.5).mul_(1.0 / math.sqrt(2.0 * math.pi)).mul_(x).add_(gate)
         return local.mul_(grad), None
+
+
+def dropout(x: Float[Tensor, "*shape"], p: float, training: bool) -> Float[Tensor, "*shape"]:
+    """Inverted dropout (Srivastava et al. 2014): while training, each entry is zeroed with
+    probability ``p`` and the rest scaled by ``1 / (1 - p)``, so expectations are unchanged and
+    evaluation needs no rescaling; otherwise ``x`` itself."""
+    if not training or p == 0:
+        return x
+    keep = torch.empty_like(x).bernoulli_(1.0 - p)
+    return x * keep.div_(1.0 - p)
+
+
+def no_weight_dropout(name: str, dims: Dims) -> list[str]:
+    """A kernel's spec-time problem when the spec asks for dropout it cannot apply to its
+    attention weights (the other dropout sites do not depend on the kernel)."""
+    if not dims.dropout:
+        return []
+    return [f"dropout = {dims.dropout}: the {name} kernel has no dropout on its attention "
+            "weights; use the materialized or sdpa kernel, or dropout = 0"]  # fmt: skip
 
 
 def new_weight(
@@ -217,8 +237,10 @@ PLUGIN_HELPERS = (
     "affine",
     "causal_mask",
     "gelu",
+    "dropout",
     "rms_normalize",
     "layer_normalize",
     "choice_problems",
+    "no_weight_dropout",
     "next_token_loss",
 )

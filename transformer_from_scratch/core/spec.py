@@ -69,7 +69,9 @@ class DecoderSpec:
 
     ``n_kv_heads`` (default: ``n_heads``) is the number of key/value heads, for grouped-query
     attention; ``final_norm`` adds a norm between the last block and the unembedding (GPT-2 has
-    one; the original project did not).
+    one; the original project did not); ``dropout`` is the probability of zeroing an activation
+    while training where GPT-2 has dropout: the embedding sum, the attention weights and each
+    sublayer's output (0, the default: none).
     """
 
     d_model: int
@@ -81,6 +83,7 @@ class DecoderSpec:
     n_ctx: int
     n_kv_heads: int | None = None
     final_norm: bool = True
+    dropout: float = 0.0
     components: Components = attrs.field(factory=Components)
     layers: tuple[LayerOverride, ...] = attrs.field(default=(), converter=as_overrides)
 
@@ -115,6 +118,7 @@ class DecoderSpec:
             d_vocab=self.d_vocab,
             n_ctx=self.n_ctx,
             n_kv_heads=self.n_kv_heads or self.n_heads,
+            dropout=self.dropout,
         )
 
     def evolve(self, **changes: Any) -> "DecoderSpec":
@@ -151,6 +155,8 @@ class DecoderSpec:
             data.pop("n_kv_heads", None)
         if not data["layers"]:
             del data["layers"]
+        if not data["dropout"]:
+            del data["dropout"]  # specs without dropout read as they always did
         return data
 
     @classmethod
@@ -306,6 +312,8 @@ def _field_problems(data: Mapping[str, Any]) -> list[str]:
         problems += _positive_int(data["n_kv_heads"], "n_kv_heads")
     if "final_norm" in data and not isinstance(data["final_norm"], bool):
         problems.append(f"final_norm: expected true or false, got {data['final_norm']!r}")
+    if "dropout" in data:
+        problems += _probability(data["dropout"], "dropout")
     if not problems:
         problems += _cross_field_problems(data)
     return problems
@@ -318,6 +326,14 @@ def _positive_int(value: Any, path: str) -> list[str]:
         return [f"{path}: must be positive, got {value}"]
     if value > MAX_SIZE:
         return [f"{path}: {value:.3g} is larger than any tensor dimension ({MAX_SIZE:,} at most)"]
+    return []
+
+
+def _probability(value: Any, path: str) -> list[str]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return [f"{path}: expected a number from 0 up to (not including) 1, got {value!r}"]
+    if not 0 <= value < 1:
+        return [f"{path}: {value} is not a probability below 1 (0 turns dropout off)"]
     return []
 
 
