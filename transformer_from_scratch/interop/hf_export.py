@@ -92,7 +92,8 @@ def _gpt2_config(spec: DecoderSpec) -> dict[str, Any]:
             "vocab_size": spec.d_vocab, "n_positions": spec.n_ctx, "n_embd": spec.d_model,
             "n_layer": spec.n_layers, "n_head": spec.n_heads, "n_inner": spec.d_mlp,
             "activation_function": activation, "layer_norm_epsilon": norm.options.get("eps", 1e-5),
-            "tie_word_embeddings": True}  # fmt: skip
+            "tie_word_embeddings": True, "embd_pdrop": spec.dropout, "attn_pdrop": spec.dropout,
+            "resid_pdrop": spec.dropout}  # fmt: skip
 
 
 def _llama_config(spec: DecoderSpec) -> dict[str, Any]:
@@ -115,6 +116,7 @@ def _llama_config(spec: DecoderSpec) -> dict[str, Any]:
               spec.n_heads, "head_dim": spec.d_head, "max_position_embeddings": spec.n_ctx,
               "rms_norm_eps": norm.options.get("eps", 1e-6), "hidden_act": "silu",
               **_rope(rotary), "mlp_bias": False, "tie_word_embeddings": tied,
+              "attention_dropout": spec.dropout,
               "attention_bias": bias}  # fmt: skip
     if window:
         config["sliding_window"] = window
@@ -143,7 +145,8 @@ def _neox_config(spec: DecoderSpec) -> dict[str, Any]:
             "num_attention_heads": spec.n_heads, "max_position_embeddings": spec.n_ctx,
             "hidden_act": activation, "layer_norm_eps": norm.options.get("eps", 1e-5),
             "use_parallel_residual": block.name == "parallel", "attention_bias": bias,
-            **_rope(rotary), "tie_word_embeddings": tied}  # fmt: skip
+            **_rope(rotary), "tie_word_embeddings": tied, "attention_dropout": spec.dropout,
+            "hidden_dropout": spec.dropout}  # fmt: skip
 
 
 # --- weights -------------------------------------------------------------------------------
