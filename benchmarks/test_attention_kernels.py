@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from transformer_from_scratch import default_registry
-from transformer_from_scratch.bench.attention import Case, _call
+from transformer_from_scratch.bench.attention import Case, _call, default_kernels
 
-KERNELS = default_registry().names("attention_kernel")
+KERNELS = default_kernels(default_registry(), "cpu")
 
 
 @pytest.mark.parametrize("length", [128, 512])

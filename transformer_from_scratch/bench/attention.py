@@ -19,6 +19,7 @@ from transformer_from_scratch.bench.memory import cpu_method, peak_bytes
 from transformer_from_scratch.bench.timing import Timing, measure
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.plugins import default_registry
+from transformer_from_scratch.core.registry import Registry
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -98,6 +99,15 @@ class Result:
         if data.get("median_s") is not None:
             timing = Timing(data["median_s"], data["q1_s"], data["q3_s"], data["repeats"])
         return cls(case, data["status"], timing, data.get("peak_bytes"), data.get("message", ""))
+
+
+def default_kernels(registry: Registry, device: str) -> list[str]:
+    """Every kernel, less those declaring ``gpu`` (emulated, slow) when the device is no GPU."""
+    return [
+        entry.name
+        for entry in registry.entries("attention_kernel")
+        if device.startswith("cuda") or "gpu" not in entry.capabilities
+    ]
 
 
 def _inputs(case: Case) -> list[torch.Tensor]:

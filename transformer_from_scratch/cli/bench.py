@@ -53,6 +53,11 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     t.add_argument("--compile", action="store_true")
+    t.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let float32 matrix products on a GPU use TF32, as nanoGPT does (no effect on a CPU)",
+    )
     t.add_argument("--no-reference", action="store_true", help="time the decoder alone")
     t.add_argument("--rounds", type=positive_int, default=3)
     t.add_argument("--profile", action="store_true", help="also show where a step's time goes")
@@ -60,11 +65,11 @@ def add_commands(sub: Any) -> None:
 
 
 def _cases(args: argparse.Namespace) -> list[Any]:
-    from transformer_from_scratch.bench.attention import Case
+    from transformer_from_scratch.bench.attention import Case, default_kernels
     from transformer_from_scratch.core.plugins import default_registry
 
     registry = default_registry()
-    names = args.kernels.split(",") if args.kernels else registry.names("attention_kernel")
+    names = args.kernels.split(",") if args.kernels else default_kernels(registry, args.device)
     for name in names:
         registry.get("attention_kernel", name)
     lengths = [int(x) for x in args.seq.split(",")]
@@ -147,6 +152,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     spec = _spec(args)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     results, peak = compare(
         spec,
         batch=args.batch_size,
@@ -163,7 +170,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"{spec.n_layers} layers, d_model {spec.d_model}, {spec.n_heads} heads, "
         f"context {spec.n_ctx}, batch {args.batch_size}, vocab {spec.d_vocab}, kernel "
         f"{spec.components.attention_kernel}, "
-        f"{args.dtype}{', compiled' if args.compile else ''} on {info.get('gpu', info['cpu'])}"
+        f"{args.dtype}{', compiled' if args.compile else ''}{', TF32' if args.tf32 else ''} on "
+        f"{info.get('gpu', info['cpu'])}"
     )
     print(
         f"FLOPs per token {per_token / 1e6:,.1f} M (6N + 12LHQT); "

@@ -93,6 +93,8 @@ each method you override. A position never exceeds `dims.n_ctx - 1`.
                 "kv_cache": "takes fewer queries than keys (the keys of a KV cache)",
                 "score_bias": "adds a positional score bias (ALiBi) before the softmax",
                 "sliding_window": "honours a `window` option (each query sees the last w keys)",
+                "gpu": "runs at speed only on a CUDA GPU (elsewhere correct but emulated, slow): "
+                "CPU benchmarks leave it out unless it is named",
             },
             guide="""
 `queries` are `[batch head query_pos d_head]`; `keys` and `values` are

@@ -1,0 +1,1 @@
+"""A third-party attention kernel for transformer-from-scratch, written in Triton."""
