@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import Tfs
 
@@ -160,3 +161,37 @@ def test_resume_remembers_the_run_and_says_what_changed(
     refused = tfs_cli("train", "--out", str(out), "--resume", "--tokenizer", "byte")
     assert refused.returncode == 2
     assert "--tokenizer 'byte' (the run has 'char')" in refused.stderr
+
+
+def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+              "2", script, "train", *args]  # fmt: skip
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost")
+def test_each_process_draws_its_own_dropout_masks_and_resumes_them_exactly(
+    data: Path, tmp_path: Path
+) -> None:
+    """Under torchrun every process has its own random stream (as nanoGPT seeds each rank);
+    the checkpoint keeps each process's, so a stopped run resumes bit for bit."""
+    from safetensors.torch import load_file
+
+    from transformer_from_scratch import DecoderSpec
+
+    spec = tmp_path / "dropout.toml"
+    spec.write_text(DecoderSpec.preset("tiny").evolve(dropout=0.3).to_toml())
+    args = ["--spec", str(spec), "--data", str(data), "--steps", "6", "--batch-size", "4",
+            "--context", "16", "--log-every", "1", "--eval-every", "100", "--sample-tokens", "0",
+            "--device", "cpu", "--threads", "1"]  # fmt: skip
+    _torchrun(tmp_path, *args, "--out", str(tmp_path / "straight"))
+    _torchrun(tmp_path, *args, "--stop-after", "3", "--out", str(tmp_path / "split"))
+    _torchrun(tmp_path, "--out", str(tmp_path / "split"), "--resume")
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
+    assert len(_losses(tmp_path / "straight")) == 6
+    (state,) = sorted((tmp_path / "straight").glob("**/ckpt-*6/state.safetensors"))
+    streams = load_file(state)["rng.torch.per_process"]
+    assert streams.shape[0] == 2 and not torch.equal(streams[0], streams[1])

@@ -64,10 +64,26 @@ class World:
         dist.broadcast(data, first)
         return bytes(data.tolist()).decode()
 
+    def gather(self, value: torch.Tensor) -> torch.Tensor:
+        """Every process's ``value`` (same shape and dtype everywhere), stacked in rank order."""
+        if self.size == 1:
+            return value[None]
+        here = value.to(self.device)
+        parts = [torch.empty_like(here) for _ in range(self.size)]
+        dist.all_gather(parts, here)
+        return torch.stack(parts).cpu()
+
     def barrier(self) -> None:
         """Wait until every process gets here."""
         if self.size > 1:
             dist.barrier()
+
+
+def process_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of process ``rank``'s own random numbers (dropout masks) in a run seeded
+    ``seed``: unlike the seed the weights are built from and unlike every other process's, and
+    (``step``: where a run resumed onto another number of processes) unlike the earlier ones."""
+    return (seed * 1_000_003 + 7_919 * (rank + 1) + 104_729 * step) % 2**63
 
 
 def join(device: torch.device, *, group: bool = False) -> World:

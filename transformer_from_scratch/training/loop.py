@@ -36,7 +36,7 @@ from transformer_from_scratch.training.data import (
     opening_words,
     token_stream,
 )
-from transformer_from_scratch.training.distributed import World, join, leave
+from transformer_from_scratch.training.distributed import World, join, leave, process_seed
 from transformer_from_scratch.training.health import SpikeDetector, unhealthy
 from transformer_from_scratch.training.lock import RunLock
 from transformer_from_scratch.training.progress import Progress, RunLog, Throughput
@@ -128,6 +128,7 @@ class Trainer:
         self.parallel = "ddp"
         self.memory = self._check_memory()
         self.decoder = self._build()
+        self._own_random_stream()
         self.optimizer = make_optimizer(self.decoder, config)
         self.sampler = torch.Generator().manual_seed(config.seed + 1)
         self.step = 0
@@ -188,6 +189,12 @@ class Trainer:
         if self.config.activation_checkpointing:
             checkpoint_blocks(decoder)
         return decoder
+
+    def _own_random_stream(self, step: int = 0) -> None:
+        """Give each process its own random numbers (dropout masks) once the weights are built
+        alike everywhere; one process keeps the stream the build left (runs as before)."""
+        if self.world.size > 1:
+            torch.manual_seed(process_seed(self.config.seed, self.world.rank, step))
 
     @property
     def sharded(self) -> bool:
@@ -290,10 +297,7 @@ class Trainer:
         else:
             self._load_whole(saved)
         tensors, metadata = run_folder.read_state(saved)
-        torch.set_rng_state(tensors["rng.torch"])
-        self.sampler.set_state(tensors["rng.sampler"])
-        if torch.cuda.is_available() and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self._restore_random_streams(tensors, saved.step)
         self.step = saved.step
         self.last_good, self.saved_step = saved.model, saved.step
         self.progress = Progress(self.config.steps, start=self.step, quiet=self.progress.quiet)
@@ -311,6 +315,25 @@ class Trainer:
             raise TfsError(
                 "--resume refused: the tokenizer (or its vocabulary) differs from the checkpoint's"
             )
+
+    def _restore_random_streams(self, tensors: dict[str, torch.Tensor], step: int) -> None:
+        """Each process's random numbers where the checkpoint has them for this many processes;
+        with another count, fresh streams per process (the run then goes on, not bit for bit)."""
+        self.sampler.set_state(tensors["rng.sampler"])
+        rows = tensors.get("rng.torch.per_process")
+        cuda_rows = tensors.get("rng.cuda.per_process")
+        if self.world.size == 1:
+            torch.set_rng_state(tensors["rng.torch"])
+        elif rows is not None and len(rows) == self.world.size:
+            torch.set_rng_state(rows[self.world.rank].clone())
+        else:
+            self._own_random_stream(step)
+        if not torch.cuda.is_available():
+            return
+        if self.world.size == 1 and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        elif cuda_rows is not None and len(cuda_rows) == self.world.size:
+            torch.cuda.set_rng_state(cuda_rows[self.world.rank].clone())
 
     def _load_whole(self, saved: run_folder.Saved) -> None:
         """Resume from a single-file checkpoint (cut into this process's shards for fsdp)."""
@@ -417,30 +440,37 @@ class Trainer:
         if problem:
             self._stop(f"not saving a checkpoint at step {self.step}: {problem}")
         out, tokenizer = self.config.out_dir, self.tokenizer.describe()
+        streams = self._random_streams()  # every process takes part
         if self.sharded:
             saved = run_folder.save_sharded(out, self.step, self.decoder, self.optimizer,
-                                            tokenizer, *self._state(), world=self.world,
+                                            tokenizer, *self._state(streams), world=self.world,
                                             keep=self.config.keep)  # fmt: skip
             self.last_good = saved.model
         elif self.world.main:
-            saved = run_folder.save(out, self.step, self.decoder, tokenizer, *self._state(),
+            saved = run_folder.save(out, self.step, self.decoder, tokenizer, *self._state(streams),
                                     keep=self.config.keep)  # fmt: skip
             self.last_good = saved.model
         self.saved_step = self.step
         return self.last_good or out
 
-    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    def _random_streams(self) -> dict[str, torch.Tensor]:
+        """Every process's random-number states, gathered (several processes) for the checkpoint."""
+        streams = {"rng.torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            streams["rng.cuda"] = torch.cuda.get_rng_state()
+        if self.world.size > 1:
+            for name in list(streams):
+                streams[f"{name}.per_process"] = self.world.gather(streams[name])
+        return streams
+
+    def _state(
+        self, streams: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         tensors: dict[str, torch.Tensor] = {}
         optimizer_json = ""
         if not self.sharded:  # sharded runs save the optimizer's shards beside the weights'
             tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
-        tensors = {
-            **tensors,
-            "rng.torch": torch.get_rng_state(),
-            "rng.sampler": self.sampler.get_state(),
-        }
-        if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        tensors = {**tensors, **streams, "rng.sampler": self.sampler.get_state()}
         info = {"optimizer": optimizer_json, "config": self.config.to_json(),
                 "corpus": self.corpus_description, "data_sha256": self.data_digest}  # fmt: skip
         return tensors, info
