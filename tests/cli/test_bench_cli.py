@@ -45,10 +45,12 @@ def test_bench_train_reports_tokens_per_second_mfu_and_the_ratio(tfs_cli: Tfs) -
         "--rounds",
         "1",
         "--tf32",
+        "--accumulate",
+        "3",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert ", TF32 on " in lines[0]
+    assert ", TF32 on " in lines[0] and "batch 2 x 3 per optimiser step" in lines[0]
     assert "FLOPs per token" in lines[1] and "measured peak" in lines[1]
     rows = {line.split()[0]: line.split() for line in lines[4:6]}
     assert set(rows) == {"from-scratch", "reference"}

@@ -33,7 +33,10 @@ class Throughput:
     mfu: float
 
 
-def _step_fn(model: nn.Module, tokens: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
+def _step_fn(
+    model: nn.Module, tokens: torch.Tensor, dtype: torch.dtype, accumulate: int = 1
+) -> Callable[[], None]:
+    """One optimiser step over ``accumulate`` forward and backward passes of ``tokens``."""
     fused = tokens.device.type == "cuda"  # one kernel for the whole update, as users do on GPUs
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
     device_type = tokens.device.type
@@ -44,9 +47,10 @@ def _step_fn(model: nn.Module, tokens: torch.Tensor, dtype: torch.dtype) -> Call
             if dtype != torch.float32
             else contextlib.nullcontext()
         )
-        with context:
-            loss = token_loss(model(tokens[:, :-1]), tokens[:, 1:])
-        loss.backward()
+        for _ in range(accumulate):
+            with context:
+                loss = token_loss(model(tokens[:, :-1]), tokens[:, 1:])
+            (loss / accumulate).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -63,8 +67,10 @@ def compare(
     reference: bool,
     rounds: int = 3,
     steps_per_round: int = 2,
+    accumulate: int = 1,
 ) -> tuple[list[Throughput], float]:
-    """Throughput of the decoder (and the reference) and the measured peak FLOP/s."""
+    """Throughput of the decoder (and the reference) and the measured peak FLOP/s; each
+    optimiser step follows ``accumulate`` batches (gradient accumulation, as nanoGPT does)."""
     torch.manual_seed(0)
     context = spec.n_ctx
     tokens = torch.randint(0, spec.d_vocab, (batch, context + 1), device=device)
@@ -74,13 +80,13 @@ def compare(
         models["reference"] = ReferenceGPT(spec).to(device)
     if compile_models:
         models = {name: _compiled(m) for name, m in models.items()}
-    steps = {name: _step_fn(m, tokens, dtype) for name, m in models.items()}
+    steps = {name: _step_fn(m, tokens, dtype, accumulate) for name, m in models.items()}
     times = _alternate(steps, device, rounds, steps_per_round)
     peak = peak_flops(device, dtype)
     per_token = training_flops_per_token(decoder, context)
     results = []
     for name, seconds in times.items():
-        rate = batch * context / seconds
+        rate = batch * context * accumulate / seconds
         results.append(Throughput(name, rate, seconds, per_token * rate / peak))
     return results, peak
 

@@ -50,6 +50,13 @@ def add_commands(sub: Any) -> None:
     )
     t.add_argument("--kernel", help="attention kernel to use (default: the spec's)")
     t.add_argument("--batch-size", type=positive_int, default=16)
+    t.add_argument(
+        "--accumulate",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="batches per optimiser step (gradient accumulation; nanoGPT's GPT-2 run uses 40)",
+    )
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     t.add_argument("--compile", action="store_true")
@@ -141,6 +148,10 @@ def _spec(args: argparse.Namespace) -> Any:
     return spec.evolve(attention_kernel=args.kernel) if args.kernel else spec
 
 
+def _accumulated(accumulate: int) -> str:
+    return f" x {accumulate} per optimiser step" if accumulate > 1 else ""
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Time training steps of the decoder (and the reference) and print tokens/s and MFU."""
     import torch
@@ -162,13 +173,15 @@ def run_train(args: argparse.Namespace) -> int:
         compile_models=args.compile,
         reference=not args.no_reference,
         rounds=args.rounds,
+        accumulate=args.accumulate,
     )
     with torch.device("meta"):
         per_token = training_flops_per_token(build_decoder(spec), spec.n_ctx)
     info = machine(args.device)
     print(
         f"{spec.n_layers} layers, d_model {spec.d_model}, {spec.n_heads} heads, "
-        f"context {spec.n_ctx}, batch {args.batch_size}, vocab {spec.d_vocab}, kernel "
+        f"context {spec.n_ctx}, batch {args.batch_size}{_accumulated(args.accumulate)}, "
+        f"vocab {spec.d_vocab}, kernel "
         f"{spec.components.attention_kernel}, "
         f"{args.dtype}{', compiled' if args.compile else ''}{', TF32' if args.tf32 else ''} on "
         f"{info.get('gpu', info['cpu'])}"
