@@ -134,8 +134,9 @@ def test_two_processes_with_gloo_follow_the_single_process_loss_curve(
     single = tfs_cli("train", *args, "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
     script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
+    # each process's 4 sequences in 2 passes (gradients averaged over processes after the second)
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
-              "train", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+              "train", *args, "--accumulate", "2", "--out", str(tmp_path / "two")]  # fmt: skip
     double = subprocess.run(launch, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")

@@ -51,6 +51,14 @@ def add_commands(sub: Any) -> None:
         default=_DEFAULTS.batch_size,
         help="global batch (default: %(default)s)",
     )
+    add(
+        "--accumulate",
+        type=int,
+        default=_DEFAULTS.accumulate,
+        metavar="N",
+        help="passes per optimiser step: each process's share of the batch in N parts whose "
+        "gradients add up (less memory, the same training; default: %(default)s)",
+    )
     add("--context", type=int, help="tokens per training window (default: the spec's n_ctx)")
     add("--lr", type=float, default=_DEFAULTS.lr, help="peak learning rate (default: %(default)s)")
     add("--min-lr", type=float, help="final learning rate of the cosine (default: lr/10)")

@@ -120,5 +120,6 @@ def require_fits(need: MemoryEstimate, what: str, device: torch.device | None = 
         f"{what} needs about {_gib(need.total)} but {device or 'this machine'} has "
         f"{_gib(free)} available, so nothing was allocated:\n{need.table()}\n"
         f"{hint.strip() + ' ' if hint else ''}Use a smaller spec (n_layers, d_model, d_vocab), "
-        "a smaller --batch-size or --context, or a machine with more memory."
+        "a smaller --batch-size (or the same batch in more --accumulate passes) or --context, "
+        "or a machine with more memory."
     )

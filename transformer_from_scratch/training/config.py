@@ -17,7 +17,7 @@ _RANGES = [
     ("stop_after", 1, True, None), ("keep", 1, True, None), ("lr", 0, False, None),
     ("min_lr", 0, True, None), ("weight_decay", 0, True, None), ("beta2", 0, True, 1),
     ("grad_clip", 0, False, None), ("spike_sigma", 0, False, None),
-    ("sample_tokens", 0, True, None),
+    ("sample_tokens", 0, True, None), ("accumulate", 1, True, None),
 ]  # fmt: skip
 
 
@@ -53,6 +53,7 @@ class TrainConfig:
     steps: int = 1200
     stop_after: int | None = None
     batch_size: int = 16
+    accumulate: int = 1  # passes per optimiser step: each process's share split this many ways
     context: int | None = None
     lr: float = 3e-3
     min_lr: float | None = None

@@ -158,11 +158,12 @@ class Trainer:
     def _check_memory(self) -> memory.MemoryEstimate | None:
         """Choose ddp or fsdp (``--parallel auto``: fsdp when a whole copy per process would not
         fit); refuse, before allocating, a run that cannot fit; the estimate otherwise."""
+        self._check_accumulate()
         count = count_parameters(self.spec)
         if count is None:
             self.parallel = choose(self.config.parallel, None, self.device, self.world.size)
             return None
-        batch = max(1, self.config.batch_size // self.world.size)
+        batch = max(1, self.config.batch_size // self.world.size // self.config.accumulate)
         need = functools.partial(
             memory.estimate, self.spec, count.total, batch=batch, context=self.context,
             dtype=self.config.dtype, world_size=self.world.size, block_parameters=count.per_layer,
@@ -170,8 +171,16 @@ class Trainer:
         self.parallel = choose(self.config.parallel, need(), self.device, self.world.size)
         return self._require(need(parallel=self.parallel), batch)
 
+    def _check_accumulate(self) -> None:
+        parts, size, batch = self.config.accumulate, self.world.size, self.config.batch_size
+        if batch % (parts * size):
+            raise TfsError(
+                f"--batch-size {batch} does not split into --accumulate {parts} equal passes "
+                f"in each of {size} process(es): give a batch size divisible by {parts * size}"
+            )
+
     def _require(self, need: memory.MemoryEstimate, batch: int) -> memory.MemoryEstimate:
-        memory.require_fits(need, f"training --spec {self.config.spec} at --batch-size {batch} "
+        memory.require_fits(need, f"training --spec {self.config.spec} at {batch} sequences a pass "
                             f"and --context {self.context} with {self.parallel} over "
                             f"{self.world.size} process(es)", self.device)  # fmt: skip
         return need
@@ -391,12 +400,7 @@ class Trainer:
                            warmup=self.config.warmup, total=self.config.steps)  # fmt: skip
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        window = self.batch()
-        with self.autocast():
-            loss = token_loss(self.model(window[:, :-1]), window[:, 1:])
-        mean_loss = float(self.world.mean(loss.detach()))
-        self._guard(mean_loss)
-        loss.backward()
+        mean_loss = self._gradients(self.batch())
         clip = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         norm = float(whole(torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), clip)))
         if not math.isfinite(norm):
@@ -411,6 +415,36 @@ class Trainer:
         self.step += 1
         return mean_loss
 
+    def _gradients(self, window: torch.Tensor) -> float:
+        """Forward and backward passes over this process's share, in ``accumulate`` equal parts
+        whose gradients add up to the whole share's (each part's loss divided by their count);
+        the (all-process mean) loss, checked before the optimiser may use the gradients."""
+        parts = window.chunk(self.config.accumulate)
+        total = torch.zeros((), device=self.device)
+        for index, part in enumerate(parts):
+            with self._gradient_sync(index == len(parts) - 1), self.autocast():
+                loss = token_loss(self.model(part[:, :-1]), part[:, 1:]) / len(parts)
+            loss.backward()
+            total += loss.detach()
+        mean_loss = float(self.world.mean(total))
+        self._guard(mean_loss)
+        return mean_loss
+
+    @contextlib.contextmanager
+    def _gradient_sync(self, now: bool) -> Iterator[None]:
+        """Processes average their gradients only after the last pass of a step."""
+        if now or self.world.size == 1:
+            yield
+        elif self.sharded:
+            self.decoder.set_requires_gradient_sync(False)  # type: ignore[operator]
+            try:
+                yield
+            finally:
+                self.decoder.set_requires_gradient_sync(True)  # type: ignore[operator]
+        else:
+            with self.model.no_sync():  # type: ignore[operator]
+                yield
+
     # --- validation, checkpoints, sample ---------------------------------------------------
     @torch.no_grad()
     def evaluate(self, context: int | None = None) -> tuple[float, float]:
@@ -422,7 +456,7 @@ class Trainer:
         last = len(self.val_ids) - span
         starts = torch.linspace(0, last, min(count, last + 1)).long()
         losses, correct, total = [], 0, 0
-        for chunk in starts.split(self.config.batch_size):
+        for chunk in starts.split(max(1, self.config.batch_size // self.config.accumulate)):
             window = self.val_ids[chunk[:, None] + torch.arange(span)].long().to(self.device)
             with self.autocast():
                 logits = self.decoder(window[:, :-1])
