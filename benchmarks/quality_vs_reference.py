@@ -1,10 +1,11 @@
 """Quality at equal settings: the from-scratch decoder against the plain-PyTorch reference.
 
-    python benchmarks/quality_vs_reference.py [--seeds 5] [--steps 2000] [--threads 1]
+    python benchmarks/quality_vs_reference.py [--seeds 5] [--first-seed 0] [--steps 2000]
 
 tinyshakespeare at the character level (65 symbols, the first 90 % to train on, the last 10 % to
 validate on) in the setting of ``../shared/data/README.md``: 4 layers, 4 heads, d_model 128,
-context 64, batch 12, AdamW (weight decay 0.1 on matrices, betas 0.9/0.99), 100 warm-up steps
+context 64, batch 12, AdamW (weight decay 0.1 on matrices and the token embedding, none on
+biases, gains or position vectors; betas 0.9/0.99), 100 warm-up steps
 then cosine from 1e-3 to 1e-4, gradient clipping at 1.0, 2,000 steps, no dropout.
 
 Both models are trained by the same loop below on the same batches (one sampler per seed) and
@@ -27,6 +28,7 @@ from transformer_from_scratch.bench.reference import ReferenceGPT
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.functional import token_loss
 from transformer_from_scratch.core.spec import DecoderSpec
+from transformer_from_scratch.training.loop import decays
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 BATCH, CONTEXT, EVAL_BATCHES = 12, 64, 200
@@ -61,11 +63,17 @@ def lr_at(step: int, steps: int) -> float:
     return 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * progress))
 
 
+def decayed(name: str, parameter: Tensor) -> bool:
+    """The same rule for both models (``tfs train``'s): matrices and the token embedding are
+    decayed; biases, gains and position vectors (the reference's ``wpe``) are not."""
+    return decays(name, parameter) and not name.startswith("wpe.")
+
+
 def optimizer(model: nn.Module) -> torch.optim.AdamW:
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = list(model.named_parameters())
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for n, p in named if decayed(n, p)], "weight_decay": 0.1},
+        {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
 
@@ -100,6 +108,7 @@ def make(name: str, seed: int, dropout: float) -> nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="to split seeds over processes")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -109,7 +118,7 @@ def main() -> None:
     scores: dict[str, list[float]] = {"from-scratch": [], "reference": []}
     print(f"tinyshakespeare, char level, {args.steps} steps, batch {BATCH} x {CONTEXT}, "
           f"torch {torch.__version__}, {args.threads} thread(s)")  # fmt: skip
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in scores:
             start = time.perf_counter()
             model = make(name, seed, 0.0)

@@ -98,10 +98,21 @@ def _spec_vocab(text: str) -> int:
     return spec.d_vocab
 
 
+def decays(name: str, parameter: torch.Tensor) -> bool:
+    """Whether weight decay applies: to the matrices that multiply activations and to the token
+    embedding; not to biases (``b_*``, ``bias``: per-head biases are matrices too), gains and
+    other vectors, or position vectors (``positional.*``)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if parameter.dim() < 2 or leaf == "bias" or leaf.startswith("b_"):
+        return False
+    return not name.startswith("positional.")
+
+
 def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, gains or position vectors)."""
-    decay = [p for p in decoder.parameters() if p.dim() >= 2]
-    rest = [p for p in decoder.parameters() if p.dim() < 2]
+    """AdamW with weight decay on matrices only (see :func:`decays`)."""
+    named = list(decoder.named_parameters())
+    decay = [p for n, p in named if decays(n, p)]
+    rest = [p for n, p in named if not decays(n, p)]
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": rest, "weight_decay": 0.0}]  # fmt: skip
     fused = next(decoder.parameters()).device.type == "cuda"
@@ -356,12 +367,13 @@ class Trainer:
         for name, value in full.items():
             fill(targets[name], value.to(self.device))
         tensors, metadata = run_folder.read_state(saved)
-        order = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for name in [n for n in tensors if n.startswith("optimizer.")]:
-            index, key = name.split(".")[1:]
-            if key != "step":
-                tensors[name] = fill(torch.zeros_like(order[int(index)]), tensors[name])
-        run_folder.restore_optimizer(self.optimizer, tensors, metadata["optimizer"])
+        moments = run_folder.saved_moments(self.decoder, tensors, metadata["optimizer"])
+        parameters = dict(self.decoder.named_parameters())
+        for name, value in moments.items():
+            parameter, key = name.rsplit(".", 1)
+            if key != "step":  # cut into this process's shards (fsdp) or copied whole
+                moments[name] = fill(torch.zeros_like(parameters[parameter]), value)
+        run_folder.restore_by_name(self.decoder, self.optimizer, moments, metadata["optimizer"])
 
     def _load_shards(self, saved: run_folder.Saved, settings: str) -> None:
         """Resume from a sharded checkpoint, re-cut for this run's processes."""
@@ -503,7 +515,8 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {}
         optimizer_json = ""
         if not self.sharded:  # sharded runs save the optimizer's shards beside the weights'
-            tensors, optimizer_json = run_folder.optimizer_state(self.optimizer)
+            moments, optimizer_json = run_folder.optimizer_by_name(self.decoder, self.optimizer)
+            tensors = {f"{run_folder.MOMENTS}{name}": value for name, value in moments.items()}
         tensors = {**tensors, **streams, "rng.sampler": self.sampler.get_state()}
         info = {"optimizer": optimizer_json, "config": self.config.to_json(),
                 "corpus": self.corpus_description, "data_sha256": self.data_digest}  # fmt: skip

@@ -264,37 +264,32 @@ def read_state(saved: Saved) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return deserialise(saved.state.read_bytes(), str(saved.state), STATE_FORMAT)
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    """The optimizer's tensors (flat names) and the rest as JSON."""
-    full = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entry in full["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, json.dumps({"param_groups": full["param_groups"], "scalars": scalars})
+MOMENTS = "optimizer."  # prefix of the optimizer's tensors in a single-file checkpoint's state
 
 
-def restore_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], text: str
-) -> None:
-    """Load what :func:`optimizer_state` saved."""
-    extra = json.loads(text)
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    for index, values in extra["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in group.items()}
-        for group in extra["param_groups"]
-    ]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+def saved_moments(
+    decoder: nn.Module, tensors: dict[str, torch.Tensor], text: str
+) -> dict[str, torch.Tensor]:
+    """The optimizer's tensors of a single-file checkpoint, named ``PARAMETER.KEY``.
+
+    Checkpoints name them by parameter (``optimizer.blocks.0.mlp.W_in.exp_avg``). Those written
+    before (``optimizer.7.exp_avg``) numbered them in the order of the optimizer's groups then:
+    every parameter of two or more dimensions, then the rest; that order is rebuilt here, so
+    they resume under any grouping.
+    """
+    stored = {n[len(MOMENTS) :]: t for n, t in tensors.items() if n.startswith(MOMENTS)}
+    if json.loads(text).get("by") == "name":
+        return stored
+    named = list(decoder.named_parameters())
+    order = [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
+    moments = {}
+    for name, tensor in stored.items():
+        index, key = name.split(".", 1)
+        if not index.isdigit() or int(index) >= len(order):
+            raise CheckpointError(f"the checkpoint's optimizer state has {name!r}, which this "
+                                  "model has no parameter for")  # fmt: skip
+        moments[f"{order[int(index)]}.{key}"] = tensor
+    return moments
 
 
 def optimizer_by_name(
@@ -307,7 +302,7 @@ def optimizer_by_name(
                for param, entry in optimizer.state.items()
                for key, value in entry.items() if isinstance(value, torch.Tensor)}  # fmt: skip
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    return tensors, json.dumps({"param_groups": groups})
+    return tensors, json.dumps({"by": "name", "param_groups": groups})
 
 
 def restore_by_name(decoder: nn.Module, optimizer: torch.optim.Optimizer,
@@ -323,7 +318,8 @@ def restore_by_name(decoder: nn.Module, optimizer: torch.optim.Optimizer,
         state.setdefault(index[parameter], {})[key] = tensor
     current = optimizer.state_dict()["param_groups"]
     saved = json.loads(text)["param_groups"]
-    groups = [{**now, **{k: tuple(v) if k == "betas" else v for k, v in then.items()}}
+    groups = [{**now, **{k: tuple(v) if k == "betas" else v for k, v in then.items()
+                         if k != "params"}}  # which parameters: this run's grouping
               for now, then in zip(current, saved, strict=True)]  # fmt: skip
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
