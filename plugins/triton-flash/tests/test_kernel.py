@@ -1,6 +1,7 @@
 """What the conformance suite does not reach: positions in any order, strided inputs, the
 interpreter beside the compiler, half precision on the CPU, and (with a GPU) speed and memory."""
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -117,6 +118,25 @@ def test_interpreted_copy_beside_the_compiled_kernels() -> None:
         assert isinstance(getattr(copy, name), InterpretedFunction)
         interpreting = bool(triton.knobs.runtime.interpret)
         assert isinstance(getattr(kernels, name), InterpretedFunction) == interpreting
+
+
+def test_older_triton_is_switched_to_its_interpreter_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before Triton 3.4 there are no knobs: the variable is set while the copy is made, then
+    put back as it was."""
+    import types
+
+    from tfs_triton_flash.triton_flash import _interpreting
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with _interpreting(types.SimpleNamespace()):
+        assert os.environ["TRITON_INTERPRET"] == "1"
+    assert os.environ["TRITON_INTERPRET"] == "0"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with _interpreting(types.SimpleNamespace()):
+        assert os.environ["TRITON_INTERPRET"] == "1"
+    assert "TRITON_INTERPRET" not in os.environ
 
 
 def test_a_learned_score_bias_is_refused() -> None:

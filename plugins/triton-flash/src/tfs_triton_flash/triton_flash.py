@@ -4,9 +4,11 @@ The kernels are in :mod:`tfs_triton_flash.kernels`; this module is the attention
 registry builds, and the ``torch.autograd.Function`` that launches them.
 """
 
+import contextlib
 import functools
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -196,10 +198,30 @@ def _interpreted() -> Any:
     spec = importlib.util.find_spec("tfs_triton_flash.kernels")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    with triton.knobs.runtime.scope():
-        triton.knobs.runtime.interpret = True
+    with _interpreting(triton):
         spec.loader.exec_module(module)
     return module
+
+
+@contextlib.contextmanager
+def _interpreting(triton: Any) -> Iterator[None]:
+    """``triton.jit`` makes interpreted functions while this lasts (Triton 3.4 and later read a
+    knob, earlier versions the environment variable)."""
+    knobs = getattr(triton, "knobs", None)
+    if knobs is not None:
+        with knobs.runtime.scope():
+            knobs.runtime.interpret = True
+            yield
+        return
+    before = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = before
 
 
 def validate(dims: Dims, options: Mapping[str, Any]) -> list[str]:
