@@ -6,6 +6,8 @@ GPT-2-family :class:`DecoderSpec` so both models do the same arithmetic. It live
 ``components/`` on purpose: it is the yardstick, not part of the from-scratch set.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,7 +35,8 @@ class _Block(nn.Module):
 
 
 class ReferenceGPT(nn.Module):
-    """GPT-2 in plain PyTorch: tied embeddings, learned positions, pre-norm blocks."""
+    """GPT-2 in plain PyTorch: tied embeddings, learned positions, pre-norm blocks, initialised
+    as nanoGPT does (N(0, 0.02), zero biases, residual projections 0.02 / sqrt(2 n_layers))."""
 
     def __init__(self, spec: DecoderSpec) -> None:
         super().__init__()
@@ -41,9 +44,14 @@ class ReferenceGPT(nn.Module):
         self.wpe = nn.Embedding(spec.n_ctx, spec.d_model)
         self.blocks = nn.ModuleList(_Block(spec) for _ in range(spec.n_layers))
         self.ln_f = nn.LayerNorm(spec.d_model)
-        for module in self.modules():
+        for module in self.modules():  # nanoGPT's initialisation
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:  # the projections into the residual stream, scaled by depth
+            for layer in (block.proj, block.out):
+                nn.init.normal_(layer.weight, std=0.02 / math.sqrt(2 * spec.n_layers))
 
     def forward(self, tokens: Tensor) -> Tensor:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
