@@ -59,7 +59,7 @@ def _rewrite_in_the_old_layout(out: Path) -> None:
     old = {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
-            parameter, key = name[len("optimizer."):].rsplit(".", 1)
+            parameter, key = name[len("optimizer.") :].rsplit(".", 1)
             old[f"optimizer.{order.index(parameter)}.{key}"] = value
     groups = json.loads(info["optimizer"])["param_groups"]
     sizes = [sum(p.dim() >= 2 for _, p in named), sum(p.dim() < 2 for _, p in named)]

@@ -49,9 +49,9 @@ class ReferenceGPT(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
-        for block in self.blocks:  # the projections into the residual stream, scaled by depth
-            for layer in (block.proj, block.out):
-                nn.init.normal_(layer.weight, std=0.02 / math.sqrt(2 * spec.n_layers))
+        for name, parameter in self.named_parameters():  # into the residual stream: by depth
+            if name.endswith(("proj.weight", "out.weight")):
+                nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * spec.n_layers))
 
     def forward(self, tokens: Tensor) -> Tensor:
         positions = torch.arange(tokens.shape[1], device=tokens.device)
