@@ -61,6 +61,14 @@ def _positions(ptr, offsets, count):
 
 
 @triton.jit
+def _tile(ptr, b, h, stride_b, stride_h, stride_row, rows, dims, mask):
+    """A ``[rows, dims]`` block of sample b, head h of a ``[batch head pos d_head]`` tensor whose
+    last axis is dense; zero outside ``mask``."""
+    offsets = b * stride_b + h * stride_h + rows[:, None] * stride_row + dims[None, :]
+    return tl.load(ptr + offsets, mask=mask, other=0.0)
+
+
+@triton.jit
 def _blocks_meet(q_low, q_high, k_low, k_high, window, HAS_WINDOW: tl.constexpr):
     """Whether any query of a block may see any key of a block."""
     meet = k_low <= q_high
@@ -106,8 +114,7 @@ def forward_kernel(
     d_ok = dims < D_HEAD
     scale = 1.0 / tl.sqrt(tl.full((), D_HEAD, ACC))
     q_pos, q_ok, q_low, q_high = _positions(QPOS, rows, n_q)
-    q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + dims[None, :],
-                mask=q_ok[:, None] & d_ok[None, :], other=0.0)  # fmt: skip
+    q = _tile(Q, b, h, stride_qb, stride_qh, stride_qm, rows, dims, q_ok[:, None] & d_ok[None, :])
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
     total = tl.full((BLOCK_M,), 0.0, ACC)
     acc = tl.full((BLOCK_M, BLOCK_D), 0.0, ACC)
@@ -116,8 +123,7 @@ def forward_kernel(
         k_pos, k_ok, k_low, k_high = _positions(KPOS, keys, n_k)
         if _blocks_meet(q_low, q_high, k_low, k_high, window, HAS_WINDOW):
             kv_mask = k_ok[:, None] & d_ok[None, :]
-            k = tl.load(K + b * stride_kb + h * stride_kh + keys[:, None] * stride_kn
-                        + dims[None, :], mask=kv_mask, other=0.0)  # fmt: skip
+            k = _tile(K, b, h, stride_kb, stride_kh, stride_kn, keys, dims, kv_mask)
             bias_ptrs = BIAS + h * stride_bh + rows[:, None] * stride_bm + keys[None, :] * stride_bn
             s = _scores(q, k, q_pos, k_pos, q_ok, k_ok, bias_ptrs, scale, window,
                         HAS_BIAS, HAS_WINDOW, PRECISION).to(ACC)  # fmt: skip
@@ -126,8 +132,7 @@ def forward_kernel(
             p = tl.exp(s - m_safe[:, None])
             rescale = tl.exp(m - m_safe)
             total = total * rescale + _row_sum(p, 1)
-            v = tl.load(V + b * stride_vb + h * stride_vh + keys[:, None] * stride_vn
-                        + dims[None, :], mask=kv_mask, other=0.0)  # fmt: skip
+            v = _tile(V, b, h, stride_vb, stride_vh, stride_vn, keys, dims, kv_mask)
             pv = tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(ACC)
             acc = acc * rescale[:, None] + pv
             m = m_new
@@ -173,10 +178,8 @@ def backward_keys_kernel(
     scale = 1.0 / tl.sqrt(tl.full((), D_HEAD, ACC))
     k_pos, k_ok, k_low, k_high = _positions(KPOS, keys, n_k)
     kv_mask = k_ok[:, None] & d_ok[None, :]
-    k_off = b * stride_kb + h * stride_kh + keys[:, None] * stride_kn + dims[None, :]
-    v_off = b * stride_vb + h * stride_vh + keys[:, None] * stride_vn + dims[None, :]
-    k = tl.load(K + k_off, mask=kv_mask, other=0.0)
-    v = tl.load(V + v_off, mask=kv_mask, other=0.0)
+    k = _tile(K, b, h, stride_kb, stride_kh, stride_kn, keys, dims, kv_mask)
+    v = _tile(V, b, h, stride_vb, stride_vh, stride_vn, keys, dims, kv_mask)
     dk = tl.full((BLOCK_N, BLOCK_D), 0.0, ACC)
     dv = tl.full((BLOCK_N, BLOCK_D), 0.0, ACC)
     for start in range(0, n_q, BLOCK_M):
@@ -184,10 +187,8 @@ def backward_keys_kernel(
         q_pos, q_ok, q_low, q_high = _positions(QPOS, rows, n_q)
         if _blocks_meet(q_low, q_high, k_low, k_high, window, HAS_WINDOW):
             q_mask = q_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm
-                        + dims[None, :], mask=q_mask, other=0.0)  # fmt: skip
-            dout = tl.load(DOUT + b * stride_ob + h * stride_oh + rows[:, None] * stride_om
-                           + dims[None, :], mask=q_mask, other=0.0)  # fmt: skip
+            q = _tile(Q, b, h, stride_qb, stride_qh, stride_qm, rows, dims, q_mask)
+            dout = _tile(DOUT, b, h, stride_ob, stride_oh, stride_om, rows, dims, q_mask)
             lse = tl.load(LSE + bh * n_q + rows, mask=q_ok, other=float("-inf"))
             delta = tl.load(DELTA + bh * n_q + rows, mask=q_ok, other=0.0)
             bias_ptrs = BIAS + h * stride_bh + rows[:, None] * stride_bm + keys[None, :] * stride_bn
@@ -226,10 +227,8 @@ def backward_queries_kernel(
     scale = 1.0 / tl.sqrt(tl.full((), D_HEAD, ACC))
     q_pos, q_ok, q_low, q_high = _positions(QPOS, rows, n_q)
     q_mask = q_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + dims[None, :],
-                mask=q_mask, other=0.0)  # fmt: skip
-    dout = tl.load(DOUT + b * stride_ob + h * stride_oh + rows[:, None] * stride_om
-                   + dims[None, :], mask=q_mask, other=0.0)  # fmt: skip
+    q = _tile(Q, b, h, stride_qb, stride_qh, stride_qm, rows, dims, q_mask)
+    dout = _tile(DOUT, b, h, stride_ob, stride_oh, stride_om, rows, dims, q_mask)
     lse = tl.load(LSE + bh * n_q + rows, mask=q_ok, other=float("-inf"))
     delta = tl.load(DELTA + bh * n_q + rows, mask=q_ok, other=0.0)
     dq = tl.full((BLOCK_M, BLOCK_D), 0.0, ACC)
@@ -238,10 +237,8 @@ def backward_queries_kernel(
         k_pos, k_ok, k_low, k_high = _positions(KPOS, keys, n_k)
         if _blocks_meet(q_low, q_high, k_low, k_high, window, HAS_WINDOW):
             kv_mask = k_ok[:, None] & d_ok[None, :]
-            k = tl.load(K + b * stride_kb + h * stride_kh + keys[:, None] * stride_kn
-                        + dims[None, :], mask=kv_mask, other=0.0)  # fmt: skip
-            v = tl.load(V + b * stride_vb + h * stride_vh + keys[:, None] * stride_vn
-                        + dims[None, :], mask=kv_mask, other=0.0)  # fmt: skip
+            k = _tile(K, b, h, stride_kb, stride_kh, stride_kn, keys, dims, kv_mask)
+            v = _tile(V, b, h, stride_vb, stride_vh, stride_vn, keys, dims, kv_mask)
             bias_ptrs = BIAS + h * stride_bh + rows[:, None] * stride_bm + keys[None, :] * stride_bn
             p = _probabilities(q, k, q_pos, k_pos, q_ok, k_ok, lse, bias_ptrs, scale, window,
                                HAS_BIAS, HAS_WINDOW, ACC, PRECISION)  # fmt: skip
