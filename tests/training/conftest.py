@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from transformer_from_scratch.training.config import TrainConfig
+from transformer_from_scratch.training.loop import read_log
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 
@@ -23,3 +24,8 @@ def tiny_run(data: Path, out: Path, **changes: Any) -> TrainConfig:
             "context": 16, "lr": 3e-3, "warmup": 3, "eval_every": 4, "eval_batches": 2,
             "checkpoint_every": 5, "log_every": 2, "sample_tokens": 0, "out": str(out), "quiet": True}  # fmt: skip
     return TrainConfig(**{**base, **changes})
+
+
+def logged_losses(out: Path) -> list[float]:
+    """The training losses a run in ``out`` logged, in order."""
+    return [r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r]

@@ -4,13 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.conftest import logged_losses as _losses
 from tests.training.conftest import tiny_run as config
 from transformer_from_scratch.core.errors import TfsError
-from transformer_from_scratch.training.loop import read_log, run_trainer, train
-
-
-def _losses(out: Path) -> list[float]:
-    return [r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r]
+from transformer_from_scratch.training.loop import run_trainer, train
 
 
 def test_passes_add_up_to_the_whole_batch(data: Path, tmp_path: Path) -> None:

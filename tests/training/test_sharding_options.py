@@ -6,14 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.conftest import logged_losses as _losses
 from tests.training.conftest import tiny_run as config
 from transformer_from_scratch.core.errors import TfsError
-from transformer_from_scratch.training.loop import read_log, run_trainer, train
+from transformer_from_scratch.training.loop import run_trainer, train
 from transformer_from_scratch.training.sharding import choose
-
-
-def _losses(out: Path) -> list[float]:
-    return [r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r]
 
 
 def test_activation_checkpointing_recomputes_each_block_and_changes_no_number(

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.conftest import logged_losses as _losses
 from tests.training.conftest import tiny_run as config
 from transformer_from_scratch import DecoderSpec, build_decoder
 from transformer_from_scratch.core.checkpoint import load_checkpoint
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.config import TrainConfig
-from transformer_from_scratch.training.loop import make_optimizer, read_log, train
+from transformer_from_scratch.training.loop import make_optimizer, train
 
 SIZES = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_mlp": 32, "d_vocab": 13,
          "n_ctx": 8}  # fmt: skip
@@ -41,10 +42,6 @@ def test_gpt2_attention_biases_are_matrices_yet_not_decayed() -> None:
     assert b_q.dim() == 2  # [head d_head]: a rank-based rule would decay it
     decay, _ = make_optimizer(decoder, TrainConfig()).param_groups
     assert all(p is not b_q for p in decay["params"])
-
-
-def _losses(out: Path) -> list[float]:
-    return [r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r]
 
 
 def _rewrite_in_the_old_layout(out: Path) -> None:
