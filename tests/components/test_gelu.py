@@ -32,3 +32,22 @@ def test_hand_written_derivative_matches_autograd(approximate: str) -> None:
     (mine,) = torch.autograd.grad(gelu(x, approximate).sum(), x)
     (theirs,) = torch.autograd.grad(torch.nn.functional.gelu(x, approximate=approximate).sum(), x)
     torch.testing.assert_close(mine, theirs)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_is_computed_right_across_the_pieces_it_works_in(
+    approximate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU the activation runs over pieces of its input (so each stays in cache): values
+    and gradients must not depend on where the pieces end, for any layout of the input."""
+    import transformer_from_scratch.core.functional as functional
+
+    monkeypatch.setattr(functional, "_PIECE_BYTES", 7 * 8)  # 7 float64s: pieces end mid-row
+    base = torch.randn(5, 12, dtype=torch.float64) * 3
+    x = base[:, ::2].requires_grad_()  # not contiguous; 30 elements: 4 pieces and a part
+    grad = torch.randn(6, 5, dtype=torch.float64).t()  # not contiguous either
+    (mine,) = torch.autograd.grad(gelu(x, approximate), x, grad)
+    reference = torch.nn.functional.gelu(x, approximate=approximate)
+    (theirs,) = torch.autograd.grad(reference, x, grad)
+    torch.testing.assert_close(gelu(x, approximate), reference)
+    torch.testing.assert_close(mine, theirs)
