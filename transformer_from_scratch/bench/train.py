@@ -31,6 +31,10 @@ class Throughput:
     tokens_per_s: float
     step_s: float
     mfu: float
+    # Median over rounds of the reference's step time over this model's in the same round: on a
+    # shared machine whose speed drifts, pairing each round cancels the drift a ratio of medians
+    # keeps. None without a reference.
+    vs_reference: float | None = None
 
 
 def _step_fn(
@@ -81,14 +85,29 @@ def compare(
     if compile_models:
         models = {name: _compiled(m) for name, m in models.items()}
     steps = {name: _step_fn(m, tokens, dtype, accumulate) for name, m in models.items()}
-    times = _alternate(steps, device, rounds, steps_per_round)
+    samples = _alternate(steps, device, rounds, steps_per_round)
     peak = peak_flops(device, dtype)
     per_token = training_flops_per_token(decoder, context)
+    ratios = paired_ratios(samples, "reference")
     results = []
-    for name, seconds in times.items():
+    for name, times in samples.items():
+        seconds = statistics.median(times)
         rate = batch * context * accumulate / seconds
-        results.append(Throughput(name, rate, seconds, per_token * rate / peak))
+        results.append(Throughput(name, rate, seconds, per_token * rate / peak, ratios.get(name)))
     return results, peak
+
+
+def paired_ratios(samples: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    """Each model's speed relative to ``baseline``: the median over rounds of the baseline's
+    time over the model's time in the same round (nothing without the baseline)."""
+    if baseline not in samples:
+        return {}
+    return {
+        name: statistics.median(
+            theirs / ours for theirs, ours in zip(samples[baseline], times, strict=True)
+        )
+        for name, times in samples.items()
+    }
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -98,20 +117,23 @@ def _compiled(model: nn.Module) -> nn.Module:
 
 def _alternate(
     steps: dict[str, Callable[[], None]], device: torch.device, rounds: int, per_round: int
-) -> dict[str, float]:
+) -> dict[str, list[float]]:
+    """Seconds per step of each model in each round; the models take turns, and which goes
+    first alternates between rounds (so neither always follows the other's memory traffic)."""
     for step in steps.values():  # warm-up (and compilation)
         step()
         step()
     sync(device)
     samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    for round_ in range(rounds):
+        order = list(steps.items())
+        for name, step in order if round_ % 2 == 0 else reversed(order):
             start = time.perf_counter()
             for _ in range(per_round):
                 step()
             sync(device)
             samples[name].append((time.perf_counter() - start) / per_round)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def profile(

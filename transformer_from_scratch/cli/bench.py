@@ -191,9 +191,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"measured peak {peak / 1e12:,.2f} TFLOP/s\n"
     )
     print(f"  {'model':14} {'tokens/s':>12} {'step ms':>10} {'MFU':>7} {'vs reference':>13}")
-    ref = next((r for r in results if r.name == "reference"), None)
     for r in results:
-        ratio = f"{r.tokens_per_s / ref.tokens_per_s:.2f}x" if ref else "-"
+        ratio = "-" if r.vs_reference is None else f"{r.vs_reference:.2f}x"
         print(
             f"  {r.name:14} {r.tokens_per_s:12,.0f} {r.step_s * 1e3:10.1f} {r.mfu:7.1%} {ratio:>13}"
         )
