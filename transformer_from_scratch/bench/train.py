@@ -31,9 +31,9 @@ class Throughput:
     tokens_per_s: float
     step_s: float
     mfu: float
-    # Median over rounds of the reference's step time over this model's in the same round: on a
-    # shared machine whose speed drifts, pairing each round cancels the drift a ratio of medians
-    # keeps. None without a reference.
+    # Median over rounds of the reference's step time over this model's in the same round (each
+    # ratio compares two runs made a moment apart, on a machine whose speed drifts). None
+    # without a reference.
     vs_reference: float | None = None
 
 
