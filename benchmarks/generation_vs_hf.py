@@ -5,8 +5,9 @@
 For the ``small`` preset's shapes and GPT-2 small's (124M), a ``transformers`` GPT-2 with
 random weights is made, converted with ``from_hf`` (so both hold the same numbers), and each
 generates greedily with its KV cache from the same 16-token prompts, at batch 1 and batch 8.
-The two alternate, round by round, and the median of each is kept (this machine is shared: a
-ratio measured side by side is what means something). Both must produce the same tokens.
+The two alternate, round by round (who goes first alternates too); the ratio is the median of
+the rounds' ratios (this machine is shared: a ratio measured side by side is what means
+something). Both must produce the same tokens.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import torch
 import transformers
 
 import transformer_from_scratch as tfs
+from transformer_from_scratch.bench.train import paired_ratios
 from transformer_from_scratch.interop import from_hf
 
 SHAPES = {  # preset -> new tokens generated
@@ -64,17 +66,23 @@ def timed(run: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
 def compare(preset: str, decoder: tfs.Decoder, model: transformers.GPT2LMHeadModel,
             prompt: torch.Tensor, new: int, rounds: int) -> None:  # fmt: skip
     """One row: both generate in turn, ``rounds`` times after a warm-up round."""
+    runs: list[tuple[str, Callable[[], torch.Tensor]]] = [
+        ("ours", lambda: ours(decoder, prompt, new)),
+        ("hf", lambda: theirs(model, prompt, new)),
+    ]
     times: dict[str, list[float]] = {"ours": [], "hf": []}
-    for _ in range(rounds + 1):  # the first round warms up and is not counted
-        t_ours, a = timed(lambda: ours(decoder, prompt, new))
-        t_hf, b = timed(lambda: theirs(model, prompt, new))
-        times["ours"].append(t_ours)
-        times["hf"].append(t_hf)
+    made: dict[str, torch.Tensor] = {}
+    for round_ in range(rounds + 1):  # the first round warms up and is not counted
+        for name, run in runs if round_ % 2 == 0 else runs[::-1]:  # who goes first alternates
+            seconds, made[name] = timed(run)
+            times[name].append(seconds)
+    counted = {name: values[1:] for name, values in times.items()}
     batch = prompt.shape[0]
-    rate = {k: batch * new / statistics.median(v[1:]) for k, v in times.items()}
-    same = "" if bool((a == b).all()) else "  (the tokens differ!)"
+    rate = {k: batch * new / statistics.median(v) for k, v in counted.items()}
+    ratio = paired_ratios(counted, "hf")["ours"]  # median of the rounds' ratios
+    same = "" if bool((made["ours"] == made["hf"]).all()) else "  (the tokens differ!)"
     print(f"{preset:<8} {batch:>5} {new:>4} {rate['ours']:>11.1f} {rate['hf']:>9.1f} "
-          f"{rate['ours'] / rate['hf']:>6.2f}{same}")  # fmt: skip
+          f"{ratio:>6.2f}{same}")  # fmt: skip
 
 
 def main() -> None:

@@ -51,3 +51,5 @@ def test_is_computed_right_across_the_pieces_it_works_in(
     (theirs,) = torch.autograd.grad(reference, x, grad)
     torch.testing.assert_close(gelu(x, approximate), reference)
     torch.testing.assert_close(mine, theirs)
+    with torch.no_grad():  # the inference path (no autograd bookkeeping) works in pieces too
+        torch.testing.assert_close(gelu(x, approximate), reference)

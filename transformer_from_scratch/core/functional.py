@@ -57,8 +57,10 @@ def gelu(x: Float[Tensor, "*shape"], approximate: str = "none") -> Float[Tensor,
     backward (see :class:`_GELU`), which touches memory fewer times than autograd's chain of
     small operations.
     """
-    out: Tensor = _GELU.apply(x, approximate == "tanh")  # type: ignore[no-untyped-call]
-    return out
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: Tensor = _GELU.apply(x, approximate == "tanh")  # type: ignore[no-untyped-call]
+        return out
+    return _gelu_forward(x, approximate == "tanh")[0]  # (no autograd bookkeeping to pay for)
 
 
 _TANH_C = math.sqrt(2.0 / math.pi)
@@ -76,6 +78,9 @@ def _pieces(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
     while several passes run over them (the whole tensors at once off the CPU, where each pass
     is one kernel launch and there is no cache to keep)."""
     size = _piece_size(tensors[0])
+    if size >= tensors[0].numel():
+        yield tensors
+        return
     yield from zip(*(tensor.view(-1).split(size) for tensor in tensors), strict=True)
 
 
@@ -84,6 +89,20 @@ def _piece_size(x: Tensor) -> int:
     if x.device.type != "cpu":
         return max(1, x.numel())
     return max(1, min(x.numel(), _PIECE_BYTES // x.element_size()))
+
+
+def _gelu_forward(x: Tensor, tanh: bool) -> tuple[Tensor, Tensor]:
+    """GELU's output and its gate (``s`` of the tanh form, or ``Phi(x)``), piece by piece."""
+    x = x.contiguous()
+    gate, out = torch.empty_like(x), torch.empty_like(x)
+    for x_, gate_, out_ in _pieces(x, gate, out):
+        if tanh:  # s = sigmoid(x (2c + 2ca x^2))
+            torch.mul(x_, x_, out=gate_).mul_(2.0 * _TANH_C * _TANH_A).add_(2.0 * _TANH_C)
+            gate_.mul_(x_).sigmoid_()
+        else:  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
+            torch.mul(x_, 1.0 / math.sqrt(2.0), out=gate_).erf_().add_(1.0).mul_(0.5)
+        torch.mul(x_, gate_, out=out_)
+    return out, gate
 
 
 class _GELU(torch.autograd.Function):
@@ -100,15 +119,7 @@ class _GELU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, tanh: bool) -> Tensor:
         x = x.contiguous()
-        gate, out = torch.empty_like(x), torch.empty_like(x)  # gate: s, or Phi(x)
-        two_c = x.new_full((), 2.0 * _TANH_C)
-        for x_, gate_, out_ in _pieces(x, gate, out):
-            if tanh:  # s = sigmoid(x (2c + 2ca x^2))
-                torch.addcmul(two_c, x_, x_, value=2.0 * _TANH_C * _TANH_A, out=gate_)
-                gate_.mul_(x_).sigmoid_()
-            else:  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
-                torch.mul(x_, 1.0 / math.sqrt(2.0), out=gate_).erf_().add_(1.0).mul_(0.5)
-            torch.mul(x_, gate_, out=out_)
+        out, gate = _gelu_forward(x, tanh)
         ctx.save_for_backward(x, gate)
         ctx.tanh = tanh
         return out
@@ -229,8 +240,25 @@ def layer_normalize(
     Carries a hand-derived backward (see :class:`_LayerNorm`), which makes fewer passes over
     memory than autograd's chain of small operations.
     """
-    out: Tensor = _LayerNorm.apply(x, weight, bias, eps)  # type: ignore[no-untyped-call]
-    return out
+    tracked = (x, weight) if bias is None else (x, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tracked):
+        out: Tensor = _LayerNorm.apply(x, weight, bias, eps)  # type: ignore[no-untyped-call]
+        return out
+    return _layer_norm_forward(x, weight, bias, eps)[0]  # (no autograd bookkeeping)
+
+
+def _layer_norm_forward(
+    x: Tensor, weight: Tensor, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Layer norm's output, ``xhat`` and ``rstd = 1 / sqrt(var + eps)``."""
+    # (torch.var_mean would do this in one call, but is far slower on CPUs today; the 2-norm
+    # of each centred row is a reduction that reads it once and allocates nothing.)
+    xhat = x - x.mean(dim=-1, keepdim=True)
+    rms = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True).div_(math.sqrt(x.shape[-1]))
+    rstd = rms.square_().add_(eps).rsqrt_()
+    xhat.mul_(rstd)
+    out = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)
+    return out, xhat, rstd
 
 
 class _LayerNorm(torch.autograd.Function):
@@ -246,15 +274,10 @@ class _LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
-        # (torch.var_mean would do this in one call, but is far slower on CPUs today; the
-        # 2-norm of each centred row is a reduction that reads it once and allocates nothing.)
-        xhat = x - x.mean(dim=-1, keepdim=True)
-        rms = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True).div_(math.sqrt(x.shape[-1]))
-        rstd = rms.square_().add_(eps).rsqrt_()  # 1 / sqrt(var + eps)
-        xhat.mul_(rstd)
+        out, xhat, rstd = _layer_norm_forward(x, weight, bias, eps)
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.has_bias = bias is not None
-        return xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None, None]:
