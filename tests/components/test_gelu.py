@@ -53,3 +53,12 @@ def test_is_computed_right_across_the_pieces_it_works_in(
     torch.testing.assert_close(mine, theirs)
     with torch.no_grad():  # the inference path (no autograd bookkeeping) works in pieces too
         torch.testing.assert_close(gelu(x, approximate), reference)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gradients_of_a_batch_in_one_piece_match_pytorch(approximate: str) -> None:
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)  # small: one piece
+    grad = torch.randn(2, 3, 8, dtype=torch.float64)
+    (mine,) = torch.autograd.grad(gelu(x, approximate), x, grad)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.gelu(x, approximate=approximate), x, grad)
+    torch.testing.assert_close(mine, theirs)

@@ -77,11 +77,11 @@ def _pieces(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
     """Matching flat pieces of same-shaped contiguous tensors, small enough to stay in cache
     while several passes run over them (the whole tensors at once off the CPU, where each pass
     is one kernel launch and there is no cache to keep)."""
-    size = _piece_size(tensors[0])
-    if size >= tensors[0].numel():
-        yield tensors
+    size, flat = _piece_size(tensors[0]), tuple(tensor.view(-1) for tensor in tensors)
+    if size >= tensors[0].numel():  # one piece: no split to pay for
+        yield flat
         return
-    yield from zip(*(tensor.view(-1).split(size) for tensor in tensors), strict=True)
+    yield from zip(*(tensor.split(size) for tensor in flat), strict=True)
 
 
 def _piece_size(x: Tensor) -> int:
