@@ -62,3 +62,14 @@ def test_gradients_of_a_batch_in_one_piece_match_pytorch(approximate: str) -> No
     (mine,) = torch.autograd.grad(gelu(x, approximate), x, grad)
     (theirs,) = torch.autograd.grad(torch.nn.functional.gelu(x, approximate=approximate), x, grad)
     torch.testing.assert_close(mine, theirs)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gradients_stay_finite_for_huge_inputs_where_pytorchs_do(approximate: str) -> None:
+    """A diverging run feeds huge numbers through: the slope must be 0 or 1 there, not
+    ``inf * 0`` (x^3 overflows float32 from |x| ~ 1e13 while ``s (1 - s)`` is already 0)."""
+    x = torch.tensor([-1e18, -1e15, -1e10, -50.0, 50.0, 1e10, 1e15, 1e18], requires_grad=True)
+    (mine,) = torch.autograd.grad(gelu(x, approximate).sum(), x)
+    reference = torch.nn.functional.gelu(x, approximate=approximate)
+    (theirs,) = torch.autograd.grad(reference.sum(), x)
+    torch.testing.assert_close(mine, theirs)
