@@ -30,8 +30,8 @@ class Flash(nn.Module):
     Gimelshein 2018): when a new tile raises the maximum, what was accumulated is rescaled by
     ``exp(m_old - m_new)``. Tiles entirely in the future (or outside the window) are skipped.
     Scores are kept in base 2 (``log2(e)`` folded into the query scale, ``exp2`` for ``exp``),
-    as FlashAttention-2 does: the same probabilities, and ``exp2`` is several times cheaper
-    than ``exp`` on CPUs (5x here) and on GPUs alike.
+    as FlashAttention-2 does: the same probabilities, and ``exp2`` was 5x cheaper than ``exp``
+    on the CPU this was measured on (on a GPU it is the one instruction ``exp`` is built on).
     The backward pass recomputes each tile's probabilities from the saved log-sum-exp instead of
     storing them, so memory grows linearly with length. Ragged last tiles are handled, so every
     length works. Exact: it equals the textbook formula up to floating-point rounding.
