@@ -84,13 +84,19 @@ class _Tiles:
 
     def visible(self, qs: int, qe: int, ks: int, ke: int) -> bool:
         """Whether any query of the tile may see any key of the tile."""
-        offsets = [self.q[i] - self.k[j] for i in (qs, qe - 1) for j in (ks, ke - 1)]
-        return max(offsets) >= 0 and (self.window is None or min(offsets) < self.window)
+        nearest, farthest = self._offsets(qs, qe, ks, ke)
+        return farthest >= 0 and (self.window is None or nearest < self.window)
 
     def whole(self, qs: int, qe: int, ks: int, ke: int) -> bool:
         """Whether every query of the tile may see every key of the tile (no mask needed)."""
+        nearest, farthest = self._offsets(qs, qe, ks, ke)
+        return nearest >= 0 and (self.window is None or farthest < self.window)
+
+    def _offsets(self, qs: int, qe: int, ks: int, ke: int) -> tuple[int, int]:
+        """The smallest and largest ``query position - key position`` in a tile (positions
+        rise along each axis, so the tile's corners hold both)."""
         offsets = [self.q[i] - self.k[j] for i in (qs, qe - 1) for j in (ks, ke - 1)]
-        return min(offsets) >= 0 and (self.window is None or max(offsets) < self.window)
+        return min(offsets), max(offsets)
 
     def scores(
         self, q: Tensor, k: Tensor, bias: Tensor | None, qs: int, qe: int, ks: int, ke: int

@@ -69,7 +69,7 @@ _TANH_A = 0.044715
 # Element-wise work on a CPU is bound by memory, not arithmetic: a formula written as several
 # tensor operations reads and writes the whole tensor once per operation. Done one piece at a
 # time, every pass after the first finds its piece still in the core's cache. 1 MiB per piece
-# (a core's L2 here) was the fastest of 64 KiB-2 MiB for GELU on 2 cores.
+# (a core's L2 here) was the fastest of 64 KiB-1 MiB for GELU on 2 cores.
 _PIECE_BYTES = 1 << 20
 
 
