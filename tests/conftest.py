@@ -18,6 +18,7 @@ import transformer_from_scratch as tfs
 # subprocesses) must not fight over the cores: one torch thread per process.
 THREADS = int(os.environ.get("TFS_TEST_THREADS", "1"))
 torch.set_num_threads(THREADS)
+os.environ["TFS_THREADS"] = str(THREADS)  # (and commands run in-process take the same)
 
 TINY = {
     "d_model": 16,

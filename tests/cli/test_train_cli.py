@@ -45,6 +45,7 @@ def test_train_prints_loss_checkpoint_and_sample_then_generate_uses_it(
     assert lines[1] == f"checkpoint: {out / 'ckpt-0000008' / 'model.safetensors'}"
     assert lines[2] == "sample:"
     assert "step 4: validation loss" in result.stderr
+    assert "one process, 1 torch thread (" in result.stderr  # (OMP_NUM_THREADS=1 here)
     assert (out / "log.jsonl").exists()
     generated = tfs_cli(
         "generate",

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import transformer_from_scratch as tfs
+from tests.conftest import THREADS
 from tests.training.conftest import tiny_run as config
+from transformer_from_scratch.core import threads
 from transformer_from_scratch.core.checkpoint import load_decoder
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.loop import read_log, train
@@ -92,3 +94,26 @@ def test_a_diverging_loss_stops_training_naming_the_step_and_keeping_the_checkpo
         train(config(data, out, steps=60, resume=True, lr=1e9, grad_clip=None, warmup=0))
     assert run_folder.latest(out).step == 5
     assert all(torch.equal(good[k], weights(out)[k]) for k in good)
+
+
+def test_a_run_says_when_it_shares_its_cores_with_other_commands(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What core.threads.share_cores decides (tested with real processes in tests/cli) is
+    carried out between steps and said."""
+    decisions = iter([None, 2, None, 1])  # step 1: nothing; 2: cores freed; 4: one given away
+
+    def share_cores() -> int | None:
+        count = next(decisions, None)
+        if count is not None:
+            torch.set_num_threads(count)
+        return count
+
+    monkeypatch.setattr(threads, "share_cores", share_cores)
+    try:
+        train(config(data, tmp_path / "run", steps=6, quiet=False))
+    finally:
+        torch.set_num_threads(THREADS)
+    said = capsys.readouterr().err
+    assert "step 2: 2 torch threads (the cores are free again)" in said
+    assert "step 4: 1 torch thread (later commands hold cores)" in said

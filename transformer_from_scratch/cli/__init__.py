@@ -18,8 +18,8 @@ from transformer_from_scratch.cli import (
     train,
 )
 from transformer_from_scratch.cli.args import add_threads, each_command
-from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.errors import Interrupted, TfsError
+from transformer_from_scratch.core.threads import use_threads
 
 COMMANDS = (train, components, check, bench, inspect, export, study, new_plugin)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from transformer_from_scratch.cli.args import key_value, positive_int
-from transformer_from_scratch.cli.threads import use_threads
 from transformer_from_scratch.core.kinds import KINDS
+from transformer_from_scratch.core.threads import use_threads
 
 
 def add_commands(sub: Any) -> None:

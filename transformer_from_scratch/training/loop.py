@@ -17,7 +17,7 @@ import attrs
 import torch
 from torch import nn
 
-from transformer_from_scratch.core import memory, sharded
+from transformer_from_scratch.core import memory, sharded, threads
 from transformer_from_scratch.core.builder import build_decoder, count_parameters
 from transformer_from_scratch.core.checkpoint import load_checkpoint, tied_names
 from transformer_from_scratch.core.decoder import Decoder
@@ -245,6 +245,8 @@ class Trainer:
                                   f"(the spec {asked} says {_spec_vocab(asked)})")  # fmt: skip
         how = f"{self.parallel} over {self.world.size} processes" if self.world.size > 1 else (
             "fsdp in one process" if self.sharded else "one process")  # fmt: skip
+        if self.device.type == "cpu":  # (chosen by --threads, else the idle cores: core.threads)
+            how += f", {_threads(torch.get_num_threads(), self.world.size > 1)}"
         if self.memory is not None:
             gib = self.memory.total / memory.GiB
             self.progress.message(f"memory estimate: {gib:.2f} GiB per process, {how} "
@@ -556,6 +558,7 @@ class Trainer:
                 self.throughput.add(tokens_per_step, time.perf_counter() - tick)
                 self.progress.update(self.step, loss, self.throughput.recent)
                 self._periodic(loss)  # validation and checkpoints: not counted as training
+                self._share_cores()
                 if self.interrupted:
                     self._stop_interrupted()
         val_loss, val_accuracy = self.evaluate()
@@ -613,6 +616,14 @@ class Trainer:
         if self.step % self.config.checkpoint_every == 0 and self.step < self.config.steps:
             self.save()
 
+    def _share_cores(self) -> None:
+        """Give threads to commands started after this run, and take them back (core.threads)."""
+        before = torch.get_num_threads()
+        now = threads.share_cores() if self.device.type == "cpu" else None
+        if now is not None:
+            why = "later commands hold cores" if now < before else "the cores are free again"
+            self.progress.message(f"step {self.step}: {_threads(now, False)} ({why})")
+
     def _guard(self, loss: float) -> None:
         if not math.isfinite(loss):
             self._stop(f"the training loss became {loss} at step {self.step + 1}", ADVICE)
@@ -665,3 +676,7 @@ def read_log(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             yield json.loads(line)
+
+
+def _threads(count: int, each: bool) -> str:
+    return f"{count} torch thread{'s' if count != 1 else ''}" + (" each" if each else "")
