@@ -60,7 +60,7 @@ def gelu(x: Float[Tensor, "*shape"], approximate: str = "none") -> Float[Tensor,
     if torch.is_grad_enabled() and x.requires_grad:
         out: Tensor = _GELU.apply(x, approximate == "tanh")  # type: ignore[no-untyped-call]
         return out
-    return _gelu_forward(x, approximate == "tanh")[0]  # (no autograd bookkeeping to pay for)
+    return _gelu_forward(x, approximate == "tanh")  # (no autograd bookkeeping to pay for)
 
 
 _TANH_C = math.sqrt(2.0 / math.pi)
@@ -91,18 +91,22 @@ def _piece_size(x: Tensor) -> int:
     return max(1, min(x.numel(), _PIECE_BYTES // x.element_size()))
 
 
-def _gelu_forward(x: Tensor, tanh: bool) -> tuple[Tensor, Tensor]:
-    """GELU's output and its gate (``s`` of the tanh form, or ``Phi(x)``), piece by piece."""
+def _gelu_forward(x: Tensor, tanh: bool) -> Tensor:
+    """GELU, piece by piece; the gate of each piece lives in one reused, cache-sized buffer."""
     x = x.contiguous()
-    gate, out = torch.empty_like(x), torch.empty_like(x)
-    for x_, gate_, out_ in _pieces(x, gate, out):
-        if tanh:  # s = sigmoid(x (2c + 2ca x^2))
-            torch.mul(x_, x_, out=gate_).mul_(2.0 * _TANH_C * _TANH_A).add_(2.0 * _TANH_C)
-            gate_.mul_(x_).sigmoid_()
-        else:  # Phi(x) = (1 + erf(x / sqrt(2))) / 2
-            torch.mul(x_, 1.0 / math.sqrt(2.0), out=gate_).erf_().add_(1.0).mul_(0.5)
-        torch.mul(x_, gate_, out=out_)
-    return out, gate
+    out, scratch = torch.empty_like(x), x.new_empty(_piece_size(x))
+    for x_, out_ in _pieces(x, out):
+        torch.mul(x_, _gate(x_, tanh, scratch[: len(x_)]), out=out_)
+    return out
+
+
+def _gate(x: Tensor, tanh: bool, out: Tensor) -> Tensor:
+    """What GELU multiplies ``x`` by: ``s`` of the tanh form, or ``Phi(x)``, into ``out``."""
+    if tanh:  # s = sigmoid(x (2c + 2ca x^2))
+        torch.mul(x, x, out=out).mul_(2.0 * _TANH_C * _TANH_A).add_(2.0 * _TANH_C)
+        return out.mul_(x).sigmoid_()
+    # Phi(x) = (1 + erf(x / sqrt(2))) / 2
+    return torch.mul(x, 1.0 / math.sqrt(2.0), out=out).erf_().add_(1.0).mul_(0.5)
 
 
 class _GELU(torch.autograd.Function):
@@ -114,31 +118,35 @@ class _GELU(torch.autograd.Function):
     ``s = (1 + t) / 2 = sigmoid(2 c (x + a x^3))`` (one sigmoid, far cheaper than tanh on a
     CPU): ``y = x s`` and, as ``(1 - t^2) / 2 = 2 s (1 - s)``,
     ``dy/dx = s + x s (1 - s) 2 c (1 + 3 a x^2)``: the same numbers to rounding.
+
+    Only ``x`` is kept for the backward pass, which computes the gate again piece by piece
+    where it is needed: cheaper than writing a second tensor of the input's size and reading
+    it back (and it keeps the activations' memory to the reference's).
     """
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, tanh: bool) -> Tensor:
         x = x.contiguous()
-        out, gate = _gelu_forward(x, tanh)
-        ctx.save_for_backward(x, gate)
+        ctx.save_for_backward(x)
         ctx.tanh = tanh
-        return out
+        return _gelu_forward(x, tanh)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        x, gate = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         grad = grad.contiguous()
-        out, scratch = torch.empty_like(x), x.new_empty(_piece_size(x))
+        out, scratch = torch.empty_like(x), x.new_empty(2, _piece_size(x))
         two_c = x.new_full((), 2.0 * _TANH_C)
-        for x_, gate_, grad_, out_ in _pieces(x, gate, grad, out):
+        for x_, grad_, out_ in _pieces(x, grad, out):
+            gate = _gate(x_, ctx.tanh, scratch[0, : len(x_)])
             if ctx.tanh:  # s + [2c (1 + 3a x^2)] [s (1 - s)] x
                 torch.addcmul(two_c, x_, x_, value=6.0 * _TANH_C * _TANH_A, out=out_)
-                spread = torch.addcmul(gate_, gate_, gate_, value=-1.0, out=scratch[: len(x_)])
+                spread = torch.addcmul(gate, gate, gate, value=-1.0, out=scratch[1, : len(x_)])
                 # s (1 - s) first: it is exactly 0 for large |x|, where x^3 would overflow
-                torch.addcmul(gate_, out_.mul_(spread), x_, out=out_)
+                torch.addcmul(gate, out_.mul_(spread), x_, out=out_)
             else:  # Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi) (exp2: 5x cheaper)
                 torch.mul(x_, x_, out=out_).mul_(-0.5 / math.log(2.0)).exp2_()
-                out_.mul_(1.0 / math.sqrt(2.0 * math.pi)).mul_(x_).add_(gate_)
+                out_.mul_(1.0 / math.sqrt(2.0 * math.pi)).mul_(x_).add_(gate)
             out_.mul_(grad_)
         return out, None
 
