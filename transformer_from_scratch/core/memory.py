@@ -8,7 +8,7 @@ Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
 per layer, ``s·b·h·(c1 + c2·a·s/h)`` numbers for sequence length s, batch b, width h and a
 heads. Their c1 = 17, c2 = 2.5 (34 and 5 half-precision bytes) describe Megatron; this
 implementation keeps more (the textbook kernel holds scores and probabilities, the MLP its
-pre-activation), and c1 = 37, c2 = 1.3 are fitted to peaks measured on a CPU
+pre-activation), and c1 = 31, c2 = 1.4 are fitted to peaks measured on a CPU
 (``benchmarks/memory_estimate.py``, within about 10 % there). Logits add 3·b·s·vocab floats.
 
 Across devices: data parallelism (``ddp``) keeps a whole copy of weights, gradients and
@@ -28,7 +28,7 @@ from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.spec import DecoderSpec
 
 GiB = 1024**3
-ACTIVATION_C1, ACTIVATION_C2 = 37.0, 1.3
+ACTIVATION_C1, ACTIVATION_C2 = 31.0, 1.4
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 PARALLEL = ("ddp", "fsdp")
 
