@@ -202,3 +202,23 @@ def test_a_run_gives_cores_to_a_later_command_and_takes_them_back_when_it_ends(
         stop.touch()
         first.wait(timeout=60)
         reader.join(timeout=60)
+
+
+def test_claims_go_only_into_a_folder_of_this_users_own(tmp_path: Path) -> None:
+    """The temporary directory is shared: a link planted where the claims folder goes (or a
+    file) is neither written through nor read."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "1").write_text("64")  # (pid 1 is alive: this would count if it were read)
+    planted = tmp_path / "claims"
+    planted.symlink_to(elsewhere)
+    claim(2, planted)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["1"]
+    assert claimed_threads(planted) == 0
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    claim(2, a_file)
+    assert claimed_threads(a_file) == 0 and a_file.read_text() == ""
+    real = tmp_path / "real"
+    claim(2, real)  # made on first use, readable by this user alone
+    assert real.is_dir() and (real.stat().st_mode & 0o777) == 0o700

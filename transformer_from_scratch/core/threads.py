@@ -21,6 +21,7 @@ one) and takes them back when those runs end.
 import atexit
 import contextlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -113,7 +114,8 @@ def _claims_locked(claims: Path) -> Iterator[None]:
     try:
         import fcntl
 
-        claims.mkdir(parents=True, exist_ok=True)
+        if not _own_folder(claims):
+            raise OSError(f"{claims} is not this user's folder")
         lock = (claims / "lock").open("a")
     except (ImportError, OSError):
         yield
@@ -158,7 +160,8 @@ def claim(threads: int, claims: Path | None = None) -> None:
     folder = CLAIMS if claims is None else claims
     mine = folder / str(os.getpid())
     with contextlib.suppress(OSError):  # a claim helps others; failing to leave one is harmless
-        folder.mkdir(parents=True, exist_ok=True)
+        if not _own_folder(folder):
+            return
         partial = mine.with_suffix(".partial")
         partial.write_text(str(threads))
         partial.replace(mine)  # (readers never see a half-written count)
@@ -178,8 +181,20 @@ def claimed_threads(claims: Path) -> int:
     return sum(threads for _, threads in _live_claims(claims))
 
 
+def _own_folder(claims: Path) -> bool:
+    """Make the claims folder if missing; whether it is a real folder of this user's (not a
+    link, nor someone else's: the temporary directory is shared)."""
+    try:
+        claims.mkdir(mode=0o700, parents=True, exist_ok=True)
+        found = os.lstat(claims)
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or found.st_uid == os.getuid()
+    return stat.S_ISDIR(found.st_mode) and mine
+
+
 def _live_claims(claims: Path) -> Iterator[tuple[int, int]]:
-    if not claims.is_dir():
+    if not _own_folder(claims):
         return
     for path in claims.iterdir():
         if not path.name.isdigit() or int(path.name) == os.getpid():
