@@ -115,13 +115,17 @@ CLAIMER = textwrap.dedent(
 )
 
 
+def _untold() -> dict[str, str]:
+    """The environment without a thread count, so that the process chooses its own."""
+    return {k: v for k, v in os.environ.items() if k not in ("TFS_THREADS", "OMP_NUM_THREADS")}
+
+
 def _claimer(folder: Path, seconds: float, start: float = 0.0) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TFS_THREADS", "OMP_NUM_THREADS")}
     return subprocess.Popen(
         [sys.executable, "-c", CLAIMER, str(folder), str(seconds), str(start)],
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=_untold(),
     )
 
 
@@ -180,13 +184,12 @@ def _read_lines(stream: IO[str], lines: "queue.Queue[str]") -> None:
 def test_a_run_gives_cores_to_a_later_command_and_takes_them_back_when_it_ends(
     tmp_path: Path,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("TFS_THREADS", "OMP_NUM_THREADS")}
     stop = tmp_path / "stop"
     first = subprocess.Popen(
         [sys.executable, "-c", SHARER, str(tmp_path), str(stop)],
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=_untold(),
     )
     said: queue.Queue[str] = queue.Queue()  # its lines as they come (nothing waits forever)
     assert first.stdout is not None

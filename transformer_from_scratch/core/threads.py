@@ -140,11 +140,11 @@ def busy_cores(cores: int) -> float:
     return busy_fraction(before, after) * cores
 
 
-def _cpu_times(stat: str) -> tuple[int, int]:
+def _cpu_times(text: str) -> tuple[int, int]:
     """``(busy, total)`` clock ticks of all cores together, from ``/proc/stat``'s first line
     (``cpu  user nice system idle iowait irq softirq steal ...``); waiting for a disk and
     idling count as free, time a hypervisor took for others (steal) as busy."""
-    fields = [int(value) for value in stat.splitlines()[0].split()[1:9]]
+    fields = [int(value) for value in text.splitlines()[0].split()[1:9]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
 
@@ -214,6 +214,6 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # (another user's process: alive)
+    except OSError:
+        return True  # (not ours to signal, e.g. another user's: alive all the same)
     return True
