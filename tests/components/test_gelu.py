@@ -80,5 +80,5 @@ def test_keeps_only_its_input_for_the_backward_pass(approximate: str) -> None:
     """As PyTorch's own GELU: the gate is computed again where the gradient needs it, so a
     layer's activations take no second tensor of the MLP's width."""
     x = torch.randn(4, 8, 32, requires_grad=True)
-    saved = gelu(x, approximate).grad_fn.saved_tensors  # type: ignore[union-attr]
+    saved = gelu(x, approximate).grad_fn.saved_tensors
     assert [t.data_ptr() for t in saved] == [x.data_ptr()]
