@@ -44,6 +44,7 @@ def test_every_problem_of_a_spec_is_reported_at_once() -> None:
      ("positional", "learned", "std", -1.0, "must be above 0"),
      ("positional", "rotary", "base", float("inf"), "must be a finite number"),
      ("attention_kernel", "materialized", "window", 0, "must be above 0"),
+     ("attention_kernel", "materialized", "block", 0, "must be above 0"),
      ("attention_kernel", "flash", "tile", "big", "must be a whole number or none"),
      ("mlp", "gelu", "bias", 1, "must be true or false")],
 )  # fmt: skip

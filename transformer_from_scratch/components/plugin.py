@@ -66,7 +66,9 @@ def _attention(registry: Registry) -> None:
     attention = ["kv_cache", "rotary", "score_bias"]
     reg("attention", "multi_head", multi_head.MultiHead, capabilities=attention,
         validate=multi_head.validate)  # fmt: skip
-    reg("attention_kernel", "materialized", materialized.Materialized, capabilities=EXACT_KERNEL)
+    # A block of 4 queries makes every check's short sequences span several blocks.
+    reg("attention_kernel", "materialized", materialized.Materialized, capabilities=EXACT_KERNEL,
+        check_options=[{"block": 4}])  # fmt: skip
     # A tile of 4 makes every check's short sequences span several tiles, ragged ends included.
     reg("attention_kernel", "flash", flash.Flash, capabilities=EXACT_KERNEL,
         validate=flash.validate, check_options=[{"tile": 4}])  # fmt: skip

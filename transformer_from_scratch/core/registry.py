@@ -101,7 +101,9 @@ class Entry:
 
 # Options with these names are sizes, scales or tolerances wherever they appear: zero or
 # negative values are meaningless (a plugin's options of the same names are held to it too).
-POSITIVE_OPTIONS = frozenset({"eps", "std", "base", "window", "tile", "scale", "temperature"})
+POSITIVE_OPTIONS = frozenset(
+    {"eps", "std", "base", "window", "tile", "block", "scale", "temperature"}
+)
 _SIMPLE = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
