@@ -86,7 +86,8 @@ def test_the_built_in_flash_runs_several_tiles_and_every_window() -> None:
 
 def test_declared_options_reach_pytest_params() -> None:
     ids = {p.id for p in conformance.pytest_params(names=["materialized"])}
-    assert "attention_kernel/materialized[window=1]/check_matches_reference" in ids
+    assert "attention_kernel/materialized[block=4,window=1]/check_matches_reference" in ids
+    assert "attention_kernel/materialized[block=4]/check_matches_reference" in ids
     assert "attention_kernel/materialized/check_matches_reference" in ids
 
 
