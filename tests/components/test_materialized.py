@@ -130,11 +130,11 @@ def test_the_causal_half_is_never_computed(dims: tfs.Dims) -> None:
 
 
 def test_the_output_is_laid_out_heads_side_by_side(dims: tfs.Dims) -> None:
-    """``[batch pos head d_head]`` underneath: joining the heads for the output projection
-    (``transpose(1, 2).reshape``) is then a view, not a copy."""
+    """Written block by block into ``[batch pos head d_head]``: joining the heads for the
+    output projection (``transpose(1, 2).reshape``) is then a view, not a copy."""
     q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
     pos = torch.arange(5)
-    out = Materialized(dims)(q, k, v, query_positions=pos, key_positions=pos)
+    out = Materialized(dims, block=2)(q, k, v, query_positions=pos, key_positions=pos)
     assert out.transpose(1, 2).is_contiguous()
 
 

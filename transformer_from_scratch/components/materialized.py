@@ -1,7 +1,7 @@
 """``materialized``: the textbook attention kernel, building the score matrix it needs."""
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -62,10 +62,12 @@ class Materialized(nn.Module):
         whole = torch.compiler.is_compiling() or (queries.is_cuda and self.block is None)
         block = queries.shape[-2] if whole else self.block or CPU_BLOCK
         p = self.dropout if self.training else 0.0
-        mixed: Tensor = _MaterializedFunction.apply(  # type: ignore[no-untyped-call]
-            queries, keys, values, score_bias, hidden, block, p
-        )
-        return mixed
+        inputs = (queries, keys, values, score_bias, hidden, block, p)
+        tracked = (queries, keys, values, score_bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tracked):
+            mixed: Tensor = _MaterializedFunction.apply(*inputs)  # type: ignore[no-untyped-call]
+            return mixed
+        return _attend(*inputs).mixed  # (no autograd bookkeeping: generation, evaluation)
 
 
 def query_blocks(hidden: Tensor, block: int) -> list[tuple[int, int, int, int, bool]]:
@@ -94,45 +96,64 @@ def query_blocks(hidden: Tensor, block: int) -> list[tuple[int, int, int, int, b
     return blocks
 
 
-class _MaterializedFunction(torch.autograd.Function):
-    """Queries, keys and values as ``[batch*head pos d_head]`` stacks of matrices, so every
-    block's products are one batched matrix product on views (no copies)."""
+class _Forward(NamedTuple):
+    """The output and what the backward pass needs."""
 
+    mixed: Tensor
+    qs: Tensor
+    ks: Tensor
+    vs: Tensor
+    saved: list[Tensor]
+    blocks: list[tuple[int, int, int, int, bool]]
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor, block: int,
+            p: float) -> _Forward:  # fmt: skip
+    """The forward pass, on queries, keys and values as ``[batch*head pos d_head]`` stacks of
+    matrices, so every block's products are one batched matrix product on views."""
+    batch, heads, n_queries, d_head = q.shape
+    qs = (q / math.sqrt(d_head)).contiguous().view(batch * heads, n_queries, d_head)
+    # A view where each head's keys already lie one after another (a KV cache's buffers),
+    # else one copy (heads split from a fused projection).
+    ks, vs = (x.reshape(batch * heads, -1, d_head) for x in (k, v))
+    blocks = query_blocks(hidden, block)
+    # Several blocks write into heads side by side per position (what the output projection
+    # reads: joining the heads is then no copy); one block's product is the output itself.
+    out = q.new_empty(batch, n_queries, heads, d_head) if len(blocks) > 1 else None
+    saved = []
+    for start, stop, lo, hi, masked in blocks:
+        scores = torch.bmm(qs[:, start:stop], ks[:, lo:hi].transpose(1, 2))
+        grid = scores.view(batch, heads, stop - start, hi - lo)
+        if bias is not None:
+            grid += bias[:, start:stop, lo:hi]
+        if masked:
+            grid += _mask_as_bias(hidden[start:stop, lo:hi], scores.dtype)
+        weights = torch.softmax(scores, dim=-1)
+        kept = _dropout_scale(weights, p)
+        dropped = weights if kept is None else weights * kept
+        mixed = torch.bmm(dropped, vs[:, lo:hi]).view(batch, heads, -1, d_head)
+        if out is not None:
+            out[:, start:stop].copy_(mixed.transpose(1, 2))
+        saved += [weights] if kept is None else [weights, kept]
+    return _Forward(mixed if out is None else out.transpose(1, 2), qs, ks, vs, saved, blocks)
+
+
+class _MaterializedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor,
                 block: int, p: float) -> Tensor:  # fmt: skip
-        batch, heads, n_queries, d_head = q.shape
-        scale = 1.0 / math.sqrt(d_head)
-        qs = (q * scale).contiguous().view(batch * heads, n_queries, d_head)
-        ks, vs = (x.contiguous().view(batch * heads, -1, d_head) for x in (k, v))
-        # Heads side by side per position: what the output projection reads, without a copy.
-        out = q.new_empty(batch, n_queries, heads, d_head)
-        blocks = query_blocks(hidden, block)
-        saved = []
-        for start, stop, lo, hi, masked in blocks:
-            scores = torch.bmm(qs[:, start:stop], ks[:, lo:hi].transpose(1, 2))
-            grid = scores.view(batch, heads, stop - start, hi - lo)
-            if bias is not None:
-                grid += bias[:, start:stop, lo:hi]
-            if masked:
-                grid += _mask_as_bias(hidden[start:stop, lo:hi], scores.dtype)
-            weights = torch.softmax(scores, dim=-1)
-            kept = _dropout_scale(weights, p)
-            dropped = weights if kept is None else weights * kept
-            mixed = torch.bmm(dropped, vs[:, lo:hi])
-            out[:, start:stop].copy_(mixed.view(batch, heads, -1, d_head).transpose(1, 2))
-            saved += [weights] if kept is None else [weights, kept]
-        ctx.save_for_backward(qs, ks, vs, out, *saved)
-        ctx.blocks, ctx.scale, ctx.dropout = blocks, scale, p > 0
+        done = _attend(q, k, v, bias, hidden, block, p)
+        ctx.save_for_backward(done.qs, done.ks, done.vs, done.mixed, *done.saved)
+        ctx.blocks, ctx.scale, ctx.dropout = done.blocks, 1.0 / math.sqrt(q.shape[-1]), p > 0
         ctx.bias = None if bias is None else (bias.shape, bias.dtype)
-        return out.transpose(1, 2)
+        return done.mixed
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        qs, ks, vs, out, *saved = ctx.saved_tensors
-        batch, n_queries, heads, d_head = out.shape
+        qs, ks, vs, mixed, *saved = ctx.saved_tensors
+        batch, heads, n_queries, d_head = mixed.shape
         d_out = grad_out.contiguous().view(batch * heads, n_queries, d_head)
-        delta = (grad_out * out.transpose(1, 2)).sum(-1).view(batch * heads, n_queries, 1)
+        delta = (grad_out * mixed).sum(-1).reshape(batch * heads, n_queries, 1)
         grads = _Grads(qs, ks, ctx.bias is not None and ctx.needs_input_grad[3], batch)
         per_block = 2 if ctx.dropout else 1
         # The last block comes first: with a causal mask it sees every key (see _Grads).
