@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import transformer_from_scratch as tfs
-from transformer_from_scratch.components.materialized import Materialized, query_blocks
+from transformer_from_scratch.components.materialized import Materialized, _attend, query_blocks
 from transformer_from_scratch.conformance.checks_kernel import reference_attention
 from transformer_from_scratch.core.functional import causal_mask
 
@@ -186,3 +186,11 @@ def test_a_compiled_decoder_matches_the_eager_one() -> None:
     done = subprocess.run([sys.executable, "-c", _COMPILED_AGAINST_EAGER],
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
+
+
+def test_without_gradients_each_blocks_weights_are_let_go() -> None:
+    """Evaluation and generation hold one block's scores at a time, not the whole matrix."""
+    q, k, v = (torch.randn(1, 2, 12, 8) for _ in range(3))
+    hidden = causal_mask(torch.arange(12), torch.arange(12))
+    assert _attend(q, k, v, None, hidden, 4, 0.0, keep=False).saved == []
+    assert len(_attend(q, k, v, None, hidden, 4, 0.0).saved) == 3

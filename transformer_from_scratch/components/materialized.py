@@ -67,7 +67,9 @@ class Materialized(nn.Module):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tracked):
             mixed: Tensor = _MaterializedFunction.apply(*inputs)  # type: ignore[no-untyped-call]
             return mixed
-        return _attend(*inputs).mixed  # (no autograd bookkeeping: generation, evaluation)
+        # No autograd bookkeeping (generation, evaluation), and each block's weights are let
+        # go once used: memory for one block's scores, not the whole matrix's.
+        return _attend(*inputs, keep=False).mixed
 
 
 def query_blocks(hidden: Tensor, block: int) -> list[tuple[int, int, int, int, bool]]:
@@ -108,9 +110,10 @@ class _Forward(NamedTuple):
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor, block: int,
-            p: float) -> _Forward:  # fmt: skip
+            p: float, keep: bool = True) -> _Forward:  # fmt: skip
     """The forward pass, on queries, keys and values as ``[batch*head pos d_head]`` stacks of
-    matrices, so every block's products are one batched matrix product on views."""
+    matrices, so every block's products are one batched matrix product on views. ``keep``:
+    keep the weights (and dropout's draws) for the backward pass."""
     batch, heads, n_queries, d_head = q.shape
     qs = (q / math.sqrt(d_head)).contiguous().view(batch * heads, n_queries, d_head)
     # A view where each head's keys already lie one after another (a KV cache's buffers),
@@ -134,7 +137,8 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor
         mixed = torch.bmm(dropped, vs[:, lo:hi]).view(batch, heads, -1, d_head)
         if out is not None:
             out[:, start:stop].copy_(mixed.transpose(1, 2))
-        saved += [weights] if kept is None else [weights, kept]
+        if keep:
+            saved += [weights] if kept is None else [weights, kept]
     return _Forward(mixed if out is None else out.transpose(1, 2), qs, ks, vs, saved, blocks)
 
 
