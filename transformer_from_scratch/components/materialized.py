@@ -125,16 +125,17 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor
     out = q.new_empty(batch, n_queries, heads, d_head) if len(blocks) > 1 else None
     saved = []
     for start, stop, lo, hi, masked in blocks:
-        scores = torch.bmm(qs[:, start:stop], ks[:, lo:hi].transpose(1, 2))
+        scores = torch.bmm(_span(qs, start, stop), _span(ks, lo, hi).transpose(1, 2))
         grid = scores.view(batch, heads, stop - start, hi - lo)
         if bias is not None:
             grid += bias[:, start:stop, lo:hi]
         if masked:
-            grid += _mask_as_bias(hidden[start:stop, lo:hi], scores.dtype)
+            cut = hidden if grid.shape[2:] == hidden.shape else hidden[start:stop, lo:hi]
+            grid += _mask_as_bias(cut, scores.dtype)
         weights = torch.softmax(scores, dim=-1)
         kept = _dropout_scale(weights, p)
         dropped = weights if kept is None else weights * kept
-        mixed = torch.bmm(dropped, vs[:, lo:hi]).view(batch, heads, -1, d_head)
+        mixed = torch.bmm(dropped, _span(vs, lo, hi)).view(batch, heads, -1, d_head)
         if out is not None:
             out[:, start:stop].copy_(mixed.transpose(1, 2))
         if keep:
@@ -208,6 +209,12 @@ class _Grads:
     def result(self, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         assert self.d_k is not None and self.d_v is not None  # at least one block
         return self.d_q.mul_(scale), self.d_k, self.d_v, self.d_bias
+
+
+def _span(x: Tensor, start: int, stop: int) -> Tensor:
+    """Rows ``start:stop`` of every matrix in the stack; the stack itself when that is all of
+    them (one query against a KV cache: no slicing to pay for, token after token)."""
+    return x if start == 0 and stop == x.shape[1] else x[:, start:stop]
 
 
 def _mask_as_bias(hidden: Tensor, dtype: torch.dtype) -> Tensor:

@@ -7,9 +7,11 @@ AdamW's two moments, and the activations kept for the backward pass. Those follo
 Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", §4):
 per layer, ``s·b·h·(c1 + c2·a·s/h)`` numbers for sequence length s, batch b, width h and a
 heads. Their c1 = 17, c2 = 2.5 (34 and 5 half-precision bytes) describe Megatron; this
-implementation keeps more (the textbook kernel holds scores and probabilities, the MLP its
-pre-activation), and c1 = 31, c2 = 1.4 are fitted to peaks measured on a CPU
-(``benchmarks/memory_estimate.py``, within about 10 % there). Logits add 3·b·s·vocab floats.
+implementation keeps more (the textbook kernel holds its weights, the MLP its
+pre-activation), and c1 = 31, c2 = 1.4 are fitted to peaks measured on a CPU while the
+materialized kernel kept its whole score matrix, as it still does on a GPU
+(``benchmarks/memory_estimate.py``, within about 10 % then). On a CPU it now keeps only the
+visible blocks, and the estimate runs 10-40 % high there. Logits add 3·b·s·vocab floats.
 
 Across devices: data parallelism (``ddp``) keeps a whole copy of weights, gradients and
 optimizer state on each; fully sharded data parallelism (``fsdp``, ZeRO stage 3: Rajbhandari
