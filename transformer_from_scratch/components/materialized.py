@@ -28,10 +28,11 @@ class Materialized(nn.Module):
     scores' variance near 1 whatever the head width, so the softmax does not saturate. The mask
     puts ``-inf`` wherever a key comes after its query (or, with ``window``, more than
     ``window - 1`` positions before it), so those weights are exactly zero. Memory grows with
-    the square of the sequence length: the score matrix is built and kept for the backward pass.
+    the square of the sequence length: the weights are built and kept for the backward pass.
 
-    Built in blocks of ``block`` queries (64 on a CPU; the whole matrix at once on a GPU, where
-    each block costs kernel launches): a block's scores run only from the first to the last key
+    Built in blocks of ``block`` queries (64 on a CPU; one block on a GPU, where finding the
+    blocks' bounds would wait for the device, and when compiled, where it would break the
+    graph): a block's scores run only from the first to the last key
     any of its queries may see, so with a causal mask about half the matrix, which would be
     ``-inf`` and weigh nothing, is never computed. Each row still holds every key its query may
     see, so each softmax is the plain one, over the whole row. The backward pass is written out
@@ -180,8 +181,8 @@ class _MaterializedFunction(torch.autograd.Function):
 
 
 class _Grads:
-    """Gradients gathered block by block. The keys' and values' start as the first block's
-    own result when that block sees every key (no zero-filled buffer to add it into)."""
+    """Gradients gathered block by block. The keys' and values' start as the first handled
+    block's own result when that block sees every key (no zero-filled buffer to add it to)."""
 
     def __init__(self, qs: Tensor, ks: Tensor, with_bias: bool, batch: int) -> None:
         self.qs, self.ks, self.batch = qs, ks, batch
