@@ -108,8 +108,9 @@ def test_each_block_reaches_only_the_keys_its_queries_may_see() -> None:
         (4, 8, 3, 8, True),
         (8, 10, 7, 10, True),
     ]
-    # A block that may see nothing gets every key (NaN weights, like the formula).
+    # One block: every key, nothing searched.
     assert query_blocks(causal_mask(torch.arange(4), torch.arange(4)), 4) == [(0, 4, 0, 4, True)]
+    # A block that may see nothing gets every key (NaN weights, like the formula).
     blind = causal_mask(torch.tensor([0, 1, 2]), torch.tensor([5, 6]))
     assert query_blocks(blind, 2) == [(0, 2, 0, 2, True), (2, 3, 0, 2, True)]
 
@@ -164,7 +165,9 @@ def test_dropout_in_the_hand_written_backward_passes_gradcheck() -> None:
 _COMPILED_AGAINST_EAGER = """
 import torch, transformer_from_scratch as tfs
 torch.set_num_threads(1)
-decoder = tfs.build_decoder(tfs.DecoderSpec.preset("tiny"))
+spec = tfs.DecoderSpec.preset("tiny")
+blocks = {"name": "materialized", "options": {"block": 4}}  # eager: 4 blocks of 16 tokens
+decoder = tfs.build_decoder(spec.evolve(attention_kernel=blocks))
 tokens = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
 results = []
 for model in (torch.compile(decoder), decoder):
