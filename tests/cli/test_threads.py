@@ -18,6 +18,7 @@ from tests.conftest import THREADS
 from transformer_from_scratch.cli import build_parser, main
 from transformer_from_scratch.cli.args import each_command
 from transformer_from_scratch.core import threads as threads_module
+from transformer_from_scratch.core.errors import TfsError
 from transformer_from_scratch.core.threads import (
     busy_cores,
     busy_fraction,
@@ -70,6 +71,23 @@ def test_the_default_honours_the_environment_then_the_idle_cores(
     assert default_threads(claims=tmp_path) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert default_threads(claims=tmp_path) == 2  # torchrun's 4 processes share the 8 cores
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-2", "1.5", "2 threads"])
+def test_a_malformed_tfs_threads_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    monkeypatch.setenv("TFS_THREADS", text)
+    with pytest.raises(TfsError, match=r"TFS_THREADS = .* must be a whole number of threads"):
+        default_threads()
+    assert main(["spec", "show", "tiny"]) == 2
+    assert "tfs spec: error: TFS_THREADS = " in capsys.readouterr().err
+
+
+def test_an_openmp_list_gives_its_outer_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TFS_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3,2")
+    assert default_threads() == 3
 
 
 def test_busy_time_is_read_from_the_kernels_cpu_counters() -> None:

@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tfs`` with ``argv``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    use_threads(args.threads, one_is_best=args.command == "check")
     try:
+        use_threads(args.threads, one_is_best=args.command == "check")
         code: int = args.run(args)
     except Interrupted as stop:
         print(f"tfs {args.command}: {stop}", file=sys.stderr)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import attrs
 
+from transformer_from_scratch.core.errors import TfsError
+
 # Where each running command says how many threads it took (a file per process id).
 CLAIMS = Path(tempfile.gettempdir()) / f"tfs-threads-{os.getuid() if hasattr(os, 'getuid') else 0}"
 _SAMPLE_S = 0.25  # how long the machine is watched (a few scheduler ticks on each core)
@@ -57,10 +59,9 @@ def default_threads(one_is_best: bool = False, claims: Path | None = None) -> in
 def _choose(one_is_best: bool, claims: Path) -> tuple[int, int | None]:
     """The thread count, and the most this process may take when no other command runs
     (None where the count is not this module's to change: given, or torchrun's share)."""
-    for variable in ("TFS_THREADS", "OMP_NUM_THREADS"):
-        text = os.environ.get(variable, "")
-        if text.isdigit() and int(text) > 0:
-            return int(text), None
+    given = _environment_threads()
+    if given is not None:
+        return given, None
     if one_is_best:
         return 1, None
     cores = os.cpu_count() or 1
@@ -72,6 +73,20 @@ def _choose(one_is_best: bool, claims: Path) -> tuple[int, int | None]:
     # Busy cores no command claims are someone else's work, assumed to stay.
     most = max(1, cores - round(max(0.0, busy - others)))
     return max(1, cores - round(max(busy, others))), most
+
+
+def _environment_threads() -> int | None:
+    """``TFS_THREADS`` (this project's own: anything but a whole number above 0 is refused),
+    else ``OMP_NUM_THREADS`` (OpenMP's: a list such as ``4,2`` gives its outer level, 4; a
+    value OpenMP would not take is left to OpenMP), else None."""
+    text = os.environ.get("TFS_THREADS", "").strip()
+    if text:
+        if not (text.isdigit() and int(text) > 0):
+            raise TfsError(f"TFS_THREADS = {text!r} must be a whole number of threads above 0 "
+                           "(e.g. TFS_THREADS=2); unset it to let tfs choose")  # fmt: skip
+        return int(text)
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
 
 
 def use_threads(threads: int | None, one_is_best: bool = False) -> int:
