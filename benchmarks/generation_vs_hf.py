@@ -40,13 +40,14 @@ def hf_model(spec: tfs.DecoderSpec, device: str) -> transformers.GPT2LMHeadModel
 
 @torch.no_grad()
 def ours(decoder: tfs.Decoder, prompt: torch.Tensor, new: int) -> torch.Tensor:
+    """Greedy, as ``generate`` does it: ``new`` forward passes (the prompt's, then one per
+    token but the last), logits at the last position only (``generate`` keeps one too)."""
     cache = decoder.new_cache()
-    logits = decoder(prompt, cache=cache)
-    made = []
-    for _ in range(new):
-        token = logits[:, -1].argmax(-1, keepdim=True)
+    token = decoder(prompt, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
+    made = [token]
+    for _ in range(new - 1):
+        token = decoder(token, cache=cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
         made.append(token)
-        logits = decoder(token, cache=cache)
     return torch.cat(made, dim=1)
 
 

@@ -9,6 +9,7 @@ from transformer_from_scratch.components.materialized import Materialized
 from transformer_from_scratch.components.multi_head import MultiHead
 from transformer_from_scratch.components.none import NoPositions
 from transformer_from_scratch.conformance.tasks import flagged_copy_accuracy
+from transformer_from_scratch.core.cache import LayerCache
 
 
 @pytest.mark.parametrize("heads", [1, 4])
@@ -20,14 +21,18 @@ def test_learns_to_move_a_flagged_tokens_vector_to_the_last_position(
     assert flagged_copy_accuracy(attention, NoPositions(dims), dims.d_model) > 0.9
 
 
-def test_equals_the_concatenated_heads_formula(dims: tfs.Dims) -> None:
+@pytest.mark.parametrize("grad", [True, False], ids=["tracked", "untracked"])
+def test_equals_the_concatenated_heads_formula(dims: tfs.Dims, grad: bool) -> None:
+    """Both ways of projecting (side by side while gradients are tracked, per head without)."""
     attention = MultiHead(dims, Materialized(dims), bias=True)
     with torch.no_grad():
         for p in (attention.b_Q, attention.b_K, attention.b_V, attention.b_O):
             assert p is not None
             p.normal_()
     x = torch.randn(2, 5, dims.d_model)
-    out = attention(x, positional=NoPositions(dims), positions=torch.arange(5))
+    with torch.set_grad_enabled(grad):
+        out = attention(x, positional=NoPositions(dims), positions=torch.arange(5))
+    assert out.requires_grad == grad
     heads = []
     mask = torch.triu(torch.full((5, 5), float("-inf")), diagonal=1)
     for h in range(dims.n_heads):
@@ -55,3 +60,22 @@ def test_grouped_query_heads_share_keys_and_values(dims: tfs.Dims) -> None:
     x = torch.randn(2, 5, dims.d_model)
     kwargs = {"positional": NoPositions(dims), "positions": torch.arange(5)}
     torch.testing.assert_close(attention(x, **kwargs), mha(x, **kwargs))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_projections_with_and_without_gradients_agree(dims: tfs.Dims, bias: bool) -> None:
+    """Grouped-query heads, batch of 3, a KV cache: the per-head products used without
+    gradients give what the side-by-side product gives with them."""
+    dims = attrs.evolve(dims, n_heads=4, n_kv_heads=2, d_head=4)
+    attention = MultiHead(dims, Materialized(dims), bias=bias).double()
+    with torch.no_grad():
+        for p in attention.parameters():
+            p.normal_()
+    x = torch.randn(3, 6, dims.d_model, dtype=torch.float64)
+    tracked = attention(x, positional=NoPositions(dims), positions=torch.arange(6))
+    cache, pieces = LayerCache(), []
+    with torch.no_grad():
+        for start, stop in ((0, 4), (4, 5), (5, 6)):
+            kwargs = {"positional": NoPositions(dims), "positions": torch.arange(start, stop)}
+            pieces.append(attention(x[:, start:stop], cache=cache, **kwargs))
+    torch.testing.assert_close(torch.cat(pieces, dim=1), tracked.detach())

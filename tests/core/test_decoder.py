@@ -25,6 +25,21 @@ def test_cached_decoding_equals_the_full_forward(
     assert cache.length == 9
 
 
+def test_last_only_gives_the_last_positions_logits(tiny_spec: SpecMaker) -> None:
+    """With and without a cache; the unembedding sees one position per sample."""
+    decoder = tfs.build_decoder(tiny_spec()).eval()
+    tokens = torch.randint(0, 11, (3, 7))
+    full = decoder(tokens)
+    seen: list[tuple[int, ...]] = []
+    with decoder.hooks([("unembed.hook_in", lambda x, hook: seen.append(tuple(x.shape)))]):
+        torch.testing.assert_close(decoder(tokens, last_only=True), full[:, -1:])
+        cache = decoder.new_cache()
+        decoder(tokens[:, :4], cache=cache, last_only=True)
+        last = decoder(tokens[:, 4:], cache=cache, last_only=True)
+    torch.testing.assert_close(last, full[:, -1:])
+    assert seen == [(3, 1, 16)] * 3
+
+
 def test_grouped_query_attention_decodes_with_a_cache(tiny_spec: SpecMaker) -> None:
     decoder = tfs.build_decoder(tiny_spec(n_heads=4, d_head=4, n_kv_heads=2)).eval()
     assert decoder.blocks[0].attention.W_K.shape == (2, 16, 4)

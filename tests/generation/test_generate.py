@@ -39,6 +39,18 @@ def test_greedy_picks_the_argmax_of_the_full_forward(decoder: tfs.Decoder) -> No
     assert token == int(decoder(torch.tensor([prompt]))[0, -1].argmax())
 
 
+def test_only_the_last_position_is_unembedded(decoder: tfs.Decoder) -> None:
+    """The prompt's other positions need no logits (a long prompt's unembedding is most of
+    what reading it costs), with or without a cache; and no forward pass follows the last
+    token (three tokens: three passes)."""
+    widths: list[int] = []
+    with decoder.hooks([("unembed.hook_in", lambda x, hook: widths.append(x.shape[1]))]):
+        for use_cache in (True, False):
+            config = GenerationConfig(max_new_tokens=3, temperature=0, use_cache=use_cache)
+            list(generate(decoder, [4, 1, 7, 2, 9], config))
+    assert widths == [1] * 6
+
+
 def test_a_seed_makes_sampling_reproducible(decoder: tfs.Decoder) -> None:
     config = GenerationConfig(max_new_tokens=15, temperature=1.5, seed=7)
     assert list(generate(decoder, [1], config)) == list(generate(decoder, [1], config))

@@ -126,13 +126,14 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor
     out = q.new_empty(batch, n_queries, heads, d_head) if len(blocks) > 1 else None
     saved = []
     for start, stop, lo, hi, masked in blocks:
-        scores = torch.bmm(_span(qs, start, stop), _span(ks, lo, hi).transpose(1, 2))
-        grid = scores.view(batch, heads, stop - start, hi - lo)
+        rows, columns = _span(qs, start, stop), _span(ks, lo, hi).transpose(1, 2)
+        if masked:  # the mask is added as the product is made (no second pass over scores)
+            cut = hidden if (stop - start, hi - lo) == hidden.shape else hidden[start:stop, lo:hi]
+            scores = torch.baddbmm(_mask_as_bias(cut, qs.dtype), rows, columns)
+        else:
+            scores = torch.bmm(rows, columns)
         if bias is not None:
-            grid += bias[:, start:stop, lo:hi]
-        if masked:
-            cut = hidden if grid.shape[2:] == hidden.shape else hidden[start:stop, lo:hi]
-            grid += _mask_as_bias(cut, scores.dtype)
+            scores.view(batch, heads, stop - start, hi - lo).add_(bias[:, start:stop, lo:hi])
         weights = torch.softmax(scores, dim=-1)
         kept = _dropout_scale(weights, p)
         dropped = weights if kept is None else weights * kept
@@ -219,10 +220,10 @@ def _span(x: Tensor, start: int, stop: int) -> Tensor:
 
 
 def _mask_as_bias(hidden: Tensor, dtype: torch.dtype) -> Tensor:
-    """The mask as a bias to add: ``-inf`` where a query may not see a key, else 0. Added in
-    place to the fresh scores it costs one pass and no copy: cheaper than ``masked_fill``."""
-    bias = torch.zeros(hidden.shape, dtype=dtype, device=hidden.device)
-    return bias.masked_fill_(hidden, float("-inf"))
+    """The mask as a bias to add: ``-inf`` where a query may not see a key, else 0. Given to
+    ``baddbmm`` (broadcast over the stack of matrices), it is the product's starting value,
+    so masking costs no pass of its own over the scores."""
+    return torch.where(hidden, float("-inf"), 0.0).to(dtype)
 
 
 def _dropout_scale(weights: Tensor, p: float) -> Tensor | None:

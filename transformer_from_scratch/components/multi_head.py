@@ -150,7 +150,8 @@ class MultiHead(nn.Module):
         )
 
     def _fused(self, weights: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
-        flat = torch.cat([w.permute(1, 0, 2).reshape(w.shape[1], -1) for w in weights], dim=1)
+        # [d_model head d_head] views side by side: one copy (a reshape first would be two)
+        flat = torch.cat([w.permute(1, 0, 2) for w in weights], dim=1).flatten(1)
         biases = (self.b_Q, self.b_K, self.b_V)
         bias = (
             None

@@ -278,7 +278,9 @@ class _LayerNorm(torch.autograd.Function):
     normalisation itself would undo (a shift, and a scaling along ``xhat``). Both means are
     dot products with ``weight`` (``mean(g) = (dL/dy . weight) / d``), and
     ``dL/dy * xhat`` is needed for the weight's gradient anyway, so the backward pass makes
-    few trips over memory, which is what layer norm's cost is on a CPU.
+    few trips over memory, which is what layer norm's cost is on a CPU. Each dot product is a
+    matrix-vector product (one read of its matrix; ``linalg.vecdot`` would multiply into a
+    temporary first and sum it after: two more passes, 1.1 ms of 2.8 at [16 256 384]).
     """
 
     @staticmethod
@@ -296,9 +298,8 @@ class _LayerNorm(torch.autograd.Function):
         grad_weight = product.sum(rows)
         grad_bias = grad.sum(rows) if ctx.has_bias else None
         as_product = weight.to(product.dtype)  # (dot products need one dtype)
-        along = torch.linalg.vecdot(product, as_product).div_(width).unsqueeze(-1)  # mean(g xhat)
-        mean_g = torch.linalg.vecdot(grad.to(product.dtype), as_product)
-        mean_g = mean_g.div_(width).unsqueeze(-1)  # mean(g)
+        along = (product @ as_product).div_(width).unsqueeze(-1)  # mean(g xhat)
+        mean_g = (grad.to(product.dtype) @ as_product).div_(width).unsqueeze(-1)  # mean(g)
         g = torch.mul(grad, weight, out=product).addcmul_(xhat, along, value=-1)
         grad_x = torch.addcmul(mean_g.mul_(rstd).neg_(), g, rstd, out=g)  # rstd (g - mean(g))
         return grad_x, grad_weight, grad_bias, None

@@ -26,6 +26,7 @@ KeyPositions = Int[Tensor, " key_pos"]
 Residual = Float[Tensor, "batch pos d_model"]
 PositionVectors = Float[Tensor, "pos d_model"]
 Logits = Float[Tensor, "batch pos d_vocab"]
+KeptLogits = Float[Tensor, "batch kept d_vocab"]  # every position's, or only the last one's
 Queries = Float[Tensor, "batch head query_pos d_head"]
 Keys = Float[Tensor, "batch head key_pos d_head"]
 Values = Float[Tensor, "batch head key_pos d_head"]
@@ -36,6 +37,7 @@ Scores = Float[Tensor, "batch head query_pos key_pos"]
 
 __all__ = [
     "HeadVectors",
+    "KeptLogits",
     "KeyPositions",
     "Keys",
     "Logits",

@@ -65,23 +65,21 @@ def generate(decoder: Decoder, prompt: Sequence[int], config: GenerationConfig) 
         )
     device = next(iter(decoder.parameters())).device
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
-    tokens = list(prompt)
+    tokens, fed = list(prompt), 0
     cache = decoder.new_cache() if config.use_cache and can_cache(decoder) else None
-    logits = _logits(decoder, tokens, cache, device, fed=0)
-    fed = len(tokens)
-    for _ in range(config.max_new_tokens):
-        token = choose(logits, temperature=config.temperature, top_k=config.top_k,
-                       top_p=config.top_p, generator=generator)  # fmt: skip
-        yield token
-        if token == config.stop_token:
-            return
-        tokens.append(token)
+    for _ in range(config.max_new_tokens):  # (no forward pass after the last token)
         if len(tokens) > decoder.spec.n_ctx:  # slide the window: recompute from scratch
             tokens = tokens[-decoder.spec.n_ctx :]
             cache = decoder.new_cache() if cache is not None else None
             fed = 0
         logits = _logits(decoder, tokens, cache, device, fed)
         fed = len(tokens)
+        token = choose(logits, temperature=config.temperature, top_k=config.top_k,
+                       top_p=config.top_p, generator=generator)  # fmt: skip
+        yield token
+        if token == config.stop_token:
+            return
+        tokens.append(token)
 
 
 def _logits(
@@ -90,7 +88,7 @@ def _logits(
     """Next-token logits after ``tokens``; with a cache, feed only what it has not seen."""
     new = tokens[fed:] if cache is not None else tokens
     batch = torch.tensor([new], dtype=torch.long, device=device)
-    logits: torch.Tensor = decoder(batch, cache=cache)
+    logits: torch.Tensor = decoder(batch, cache=cache, last_only=True)
     return logits[0, -1]
 
 
