@@ -18,6 +18,7 @@ from transformer_from_scratch.cli import (
     train,
 )
 from transformer_from_scratch.cli.args import add_threads, each_command
+from transformer_from_scratch.core.allocator import keep_freed_memory
 from transformer_from_scratch.core.errors import Interrupted, TfsError
 from transformer_from_scratch.core.threads import use_threads
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tfs`` with ``argv``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # (training steps would fault their memory back in, step after step)
     try:
         use_threads(args.threads, one_is_best=args.command == "check")
         code: int = args.run(args)
