@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import transformer_from_scratch as tfs
 from transformer_from_scratch.components.materialized import Materialized, _attend, query_blocks
 from transformer_from_scratch.conformance.checks_kernel import reference_attention
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import causal_mask, mask_as_bias
 
 
 def test_matches_a_hand_computed_example(dims: tfs.Dims) -> None:
@@ -36,6 +36,15 @@ def test_the_mask_hides_later_keys_only() -> None:
 def test_the_mask_follows_positions_when_keys_reach_further_back() -> None:
     mask = causal_mask(torch.tensor([4]), torch.arange(6))
     assert mask.tolist() == [[False, False, False, False, False, True]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_mask_as_a_bias_is_minus_infinity_where_hidden(dtype: torch.dtype) -> None:
+    hidden = causal_mask(torch.tensor([1, 2]), torch.arange(4))
+    bias = mask_as_bias(hidden, dtype)
+    inf = float("-inf")
+    assert bias.dtype == dtype
+    assert bias.tolist() == [[0.0, 0.0, inf, inf], [0.0, 0.0, 0.0, inf]]
 
 
 def test_a_window_hides_keys_too_far_back(dims: tfs.Dims) -> None:

@@ -337,7 +337,7 @@ BROKEN = [
     ("attention_kernel", "wrong_backward", WrongBackward, ["exact", "kv_cache"], {"check_gradients_match_reference"}),
     ("attention", "cache_drops_oldest", CacheDropsOldest, ["kv_cache", "rotary", "score_bias"], {"check_kv_cache_matches_full_forward"}),
     ("positional", "ignores_position", IgnoresPosition, ["additive"], {"check_distinct_positions", "check_position_reaches_model"}),
-    ("norm", "norm_over_positions", NormOverPositions, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_normalises", "check_decoder_causal"}),
+    ("norm", "norm_over_positions", NormOverPositions, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_normalises", "check_decoder_causal", "check_position_wise"}),
     ("mlp", "dead_parameter", DeadParameter, [], {"check_gradient_reaches_every_parameter"}),
     ("mlp", "always_float32", AlwaysFloat32, [], {"check_float64"}),
     ("mlp", "dropout_in_eval", DropoutInEval, [], {"check_eval_deterministic"}),
@@ -429,4 +429,35 @@ BROKEN += [
     ("norm", "no_hook_points", NoHookPoints, ["unit_rms", "scale_invariant"], {"check_hooks_fire", "check_hooks_are_live"}),
     ("block", "claims_resid_mid", ClaimsResidMid, ["identity_path", "resid_mid"], {"check_hooks_fire"}),
     ("attention_kernel", "window_under_another_name", WindowUnderAnotherName, ["exact", "kv_cache", "sliding_window"], {"check_hooks_fire"}),
+]  # fmt: skip
+
+
+# Session 9: position-wise kinds.
+class RunningMeanMLP(GELU):
+    """Adds the running mean of the residual stream over earlier positions: causal, so no
+    causality check objects, but an MLP must act on each position alone."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        count = torch.arange(1, residual.shape[1] + 1, device=residual.device)[:, None]
+        out: Tensor = super().forward(residual) + residual.cumsum(1) / count
+        return out
+
+
+class PreviousTokenEmbedding(nn.Module):
+    """Embeds each token plus half of the previous one's vector (a bigram trick that belongs in
+    attention: the embedding must look at its own token only)."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(dims.d_vocab, dims.d_model) * 0.02)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        vectors = self.weight[tokens]
+        shifted = torch.cat([torch.zeros_like(vectors[:, :1]), vectors[:, :-1]], dim=1)
+        return vectors + 0.5 * shifted
+
+
+BROKEN += [
+    ("mlp", "running_mean_mlp", RunningMeanMLP, [], {"check_position_wise"}),
+    ("embedding", "previous_token_embedding", PreviousTokenEmbedding, [], {"check_position_wise"}),
 ]  # fmt: skip

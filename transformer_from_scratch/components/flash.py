@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from transformer_from_scratch.core.dims import Dims
 from transformer_from_scratch.core.errors import TfsError
-from transformer_from_scratch.core.functional import causal_mask, no_weight_dropout
+from transformer_from_scratch.core.functional import causal_mask, mask_as_bias, no_weight_dropout
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -108,9 +108,7 @@ class _Tiles:
         if self.whole(qs, qe, ks, ke):
             return scores
         hidden = causal_mask(self.q_pos[qs:qe], self.k_pos[ks:ke], self.window)
-        # As an added -inf (one pass over the tile, cheaper than masked_fill on a CPU).
-        mask = torch.zeros(hidden.shape, dtype=scores.dtype, device=scores.device)
-        return scores.add_(mask.masked_fill_(hidden, float("-inf")))
+        return scores.add_(mask_as_bias(hidden, scores.dtype))
 
 
 _LOG2_E = 1.0 / math.log(2.0)  # exp(s) = exp2(s log2(e))

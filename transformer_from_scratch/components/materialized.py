@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import causal_mask, mask_as_bias
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -129,7 +129,7 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, hidden: Tensor
         rows, columns = _span(qs, start, stop), _span(ks, lo, hi).transpose(1, 2)
         if masked:  # the mask is added as the product is made (no second pass over scores)
             cut = hidden if (stop - start, hi - lo) == hidden.shape else hidden[start:stop, lo:hi]
-            scores = torch.baddbmm(_mask_as_bias(cut, qs.dtype), rows, columns)
+            scores = torch.baddbmm(mask_as_bias(cut, qs.dtype), rows, columns)
         else:
             scores = torch.bmm(rows, columns)
         if bias is not None:
@@ -217,13 +217,6 @@ def _span(x: Tensor, start: int, stop: int) -> Tensor:
     """Rows ``start:stop`` of every matrix in the stack; the stack itself when that is all of
     them (one query against a KV cache: no slicing to pay for, token after token)."""
     return x if start == 0 and stop == x.shape[1] else x[:, start:stop]
-
-
-def _mask_as_bias(hidden: Tensor, dtype: torch.dtype) -> Tensor:
-    """The mask as a bias to add: ``-inf`` where a query may not see a key, else 0. Given to
-    ``baddbmm`` (broadcast over the stack of matrices), it is the product's starting value,
-    so masking costs no pass of its own over the scores."""
-    return torch.where(hidden, float("-inf"), 0.0).to(dtype)
 
 
 def _dropout_scale(weights: Tensor, p: float) -> Tensor | None:

@@ -1,11 +1,10 @@
 """``sdpa``: PyTorch's fused attention, for comparison only (not part of the from-scratch set)."""
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
 from transformer_from_scratch.core.dims import Dims
-from transformer_from_scratch.core.functional import causal_mask
+from transformer_from_scratch.core.functional import causal_mask, mask_as_bias
 from transformer_from_scratch.core.shapes import (
     KeyPositions,
     Keys,
@@ -49,9 +48,7 @@ class SDPA(nn.Module):
             return F.scaled_dot_product_attention(
                 queries, keys, values, is_causal=True, dropout_p=self._p()
             )
-        hidden = causal_mask(query_positions, key_positions, self.window)
-        mask = torch.zeros(hidden.shape, dtype=queries.dtype, device=queries.device)
-        mask = mask.masked_fill(hidden, float("-inf"))
+        mask = mask_as_bias(causal_mask(query_positions, key_positions, self.window), queries.dtype)
         if score_bias is not None:
             mask = mask + score_bias.to(queries.dtype)
         return F.scaled_dot_product_attention(

@@ -98,6 +98,33 @@ def check_batch_independent(subject: Subject) -> None:
             )
 
 
+def check_position_wise(subject: Subject) -> None:
+    """Changing the input at one position never changes the output at any other: the kind
+    acts on each position alone (moving information between positions is attention's job)."""
+    p = _probe(subject)
+    inputs = p.inputs(BATCH, LENGTH)
+    other = p.inputs(BATCH, LENGTH, seed=1)
+    changed = {k: v.clone() for k, v in inputs.items()}
+    for k, dim in p.input_pos_dims.items():
+        changed[k].select(dim, 3).copy_(other[k].select(dim, 3))
+    before, after = p.run(inputs), p.run(changed)
+    for position in range(LENGTH):
+        if position == 3:
+            continue
+        was, now = (
+            before.select(p.output_pos_dim, position),
+            after.select(p.output_pos_dim, position),
+        )
+        if not torch.allclose(was, now, atol=1e-6):
+            diff = (was - now).abs().max().item()
+            where = "earlier" if position < 3 else "later"
+            raise CheckFailed(
+                f"changing position 3's input changed the output at ({where}) position "
+                f"{position} by {diff:.3g}: a {subject.kind} must act on each position alone "
+                "(no sums, means or running totals over positions; that is attention's job)"
+            )
+
+
 def _run_in(subject: Subject, dtype: torch.dtype) -> torch.Tensor:
     p = _probe(subject, dtype)
     try:

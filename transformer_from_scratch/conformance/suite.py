@@ -103,6 +103,7 @@ CHECKS: tuple[Check, ...] = (
     Check(common.check_gradient_reaches_every_parameter, ALL),
     Check(common.check_eval_deterministic, ALL),
     Check(common.check_batch_independent, ALL),
+    Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding")),
     Check(common.check_float64, ALL),
     Check(common.check_bfloat16, ALL),
     Check(rob.check_follows_device, ALL),
