@@ -99,8 +99,11 @@ def check_batch_independent(subject: Subject) -> None:
 
 
 def check_position_wise(subject: Subject) -> None:
-    """Changing the input at one position never changes the output at any other: the kind
-    acts on each position alone (moving information between positions is attention's job)."""
+    """Changing one position's input changes no other position's output: each acts alone.
+
+    Moving information between positions is attention's job; an embedding, a norm, an MLP or
+    an unembedding that mixes positions (a running mean, a shift, statistics over the sequence)
+    breaks the residual stream's bookkeeping even when it stays causal."""
     p = _probe(subject)
     inputs = p.inputs(BATCH, LENGTH)
     other = p.inputs(BATCH, LENGTH, seed=1)
