@@ -10,6 +10,7 @@ from tests.conftest import THREADS
 from tests.training.conftest import tiny_run as config
 from transformer_from_scratch.core import threads
 from transformer_from_scratch.core.checkpoint import load_decoder
+from transformer_from_scratch.training import loop
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.loop import read_log, train
 
@@ -117,3 +118,20 @@ def test_a_run_says_when_it_shares_its_cores_with_other_commands(
     said = capsys.readouterr().err
     assert "step 2: 2 torch threads (the cores are free again)" in said
     assert "step 4: 1 torch thread (later commands hold cores)" in said
+
+
+def test_a_run_without_a_memory_estimate_still_says_how_it_runs(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spec whose parts cannot be counted on the meta device gets no estimate, but the
+    process layout and the thread count are still said."""
+    monkeypatch.setattr(loop, "count_parameters", lambda spec: None)
+    train(config(data, tmp_path / "run", steps=2, quiet=False))
+    said = capsys.readouterr().err
+    assert "GiB per process" not in said
+    assert f"running one process, {threads_said()} (no memory estimate" in said
+
+
+def threads_said() -> str:
+    count = torch.get_num_threads()
+    return f"{count} torch thread{'s' if count != 1 else ''}"

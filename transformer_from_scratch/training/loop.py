@@ -251,6 +251,9 @@ class Trainer:
             gib = self.memory.total / memory.GiB
             self.progress.message(f"memory estimate: {gib:.2f} GiB per process, {how} "
                                   f"({self.memory.parameters:,} parameters)")  # fmt: skip
+        else:  # (a part that cannot be built on the meta device: nothing to count ahead)
+            self.progress.message(f"running {how} (no memory estimate: a part of this spec "
+                                  "cannot be built without allocating it)")  # fmt: skip
         if self.config.resume:
             self._resume(self._resumable(out))
             return
