@@ -23,7 +23,8 @@ def test_learns_to_move_a_flagged_tokens_vector_to_the_last_position(
 
 @pytest.mark.parametrize("grad", [True, False], ids=["tracked", "untracked"])
 def test_equals_the_concatenated_heads_formula(dims: tfs.Dims, grad: bool) -> None:
-    """Both ways of projecting (side by side while gradients are tracked, per head without)."""
+    """With gradients tracked and without (the side-by-side Q/K/V matrix is made from the
+    per-head weights either way; a layout slip in making it would show here)."""
     attention = MultiHead(dims, Materialized(dims), bias=True)
     with torch.no_grad():
         for p in (attention.b_Q, attention.b_K, attention.b_V, attention.b_O):
@@ -63,9 +64,12 @@ def test_grouped_query_heads_share_keys_and_values(dims: tfs.Dims) -> None:
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_projections_with_and_without_gradients_agree(dims: tfs.Dims, bias: bool) -> None:
-    """Grouped-query heads, batch of 3, a KV cache: the per-head products used without
-    gradients give what the side-by-side product gives with them."""
+def test_cached_decoding_without_gradients_matches_the_tracked_pass(
+    dims: tfs.Dims, bias: bool
+) -> None:
+    """Grouped-query heads, batch of 3: decoding in pieces through a KV cache without
+    gradients (the side-by-side Q/K/V matrix made once and kept in the cache) gives what one
+    tracked pass gives."""
     dims = attrs.evolve(dims, n_heads=4, n_kv_heads=2, d_head=4)
     attention = MultiHead(dims, Materialized(dims), bias=bias).double()
     with torch.no_grad():

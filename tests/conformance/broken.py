@@ -457,7 +457,17 @@ class PreviousTokenEmbedding(nn.Module):
         return vectors + 0.5 * shifted
 
 
+class FirstPositionMLP(GELU):
+    """Adds the first position's input to every position (an "attention sink" by hand): causal,
+    and no change at a middle position shows it; only changing the first one does."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        out: Tensor = super().forward(residual) + residual[:, :1]
+        return out
+
+
 BROKEN += [
     ("mlp", "running_mean_mlp", RunningMeanMLP, [], {"check_position_wise"}),
+    ("mlp", "first_position_mlp", FirstPositionMLP, [], {"check_position_wise"}),
     ("embedding", "previous_token_embedding", PreviousTokenEmbedding, [], {"check_position_wise"}),
 ]  # fmt: skip
