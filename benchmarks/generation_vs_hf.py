@@ -38,7 +38,7 @@ def hf_model(spec: tfs.DecoderSpec, device: str) -> transformers.GPT2LMHeadModel
     return transformers.GPT2LMHeadModel(config).to(device).eval()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ours(decoder: tfs.Decoder, prompt: torch.Tensor, new: int) -> torch.Tensor:
     """Greedy, as ``generate`` does it: ``new`` forward passes (the prompt's, then one per
     token but the last), logits at the last position only (``generate`` keeps one too)."""

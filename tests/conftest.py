@@ -20,6 +20,11 @@ THREADS = int(os.environ.get("TFS_TEST_THREADS", "1"))
 torch.set_num_threads(THREADS)
 os.environ["TFS_THREADS"] = str(THREADS)  # (and commands run in-process take the same)
 
+# PyTorch gives some warnings once per process; with warnings as errors, a test would then fail
+# or pass depending on whether an earlier test in the same process had met the warning first.
+# Always warning makes every test's result its own.
+torch.set_warn_always(True)
+
 TINY = {
     "d_model": 16,
     "n_layers": 2,

@@ -51,6 +51,23 @@ def test_only_the_last_position_is_unembedded(decoder: tfs.Decoder) -> None:
     assert widths == [1] * 6
 
 
+def test_generation_runs_in_inference_mode_and_leaves_the_caller_in_grad_mode(
+    decoder: tfs.Decoder,
+) -> None:
+    """Inference mode skips autograd's per-operation bookkeeping (version counters, view
+    tracking), which is most of what a generated token costs on a small model; only ints
+    leave ``generate``, so no inference tensor reaches the caller's code between tokens."""
+    seen: list[bool] = []
+    caller: list[bool] = []
+    with decoder.hooks(
+        [("blocks.0.hook_resid_pre", lambda x, hook: seen.append(x.is_inference()))]
+    ):
+        for token in generate(decoder, [4, 1, 7], GenerationConfig(max_new_tokens=3)):
+            assert isinstance(token, int)
+            caller.append(torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+    assert seen == [True] * 3 and caller == [True] * 3
+
+
 def test_a_seed_makes_sampling_reproducible(decoder: tfs.Decoder) -> None:
     config = GenerationConfig(max_new_tokens=15, temperature=1.5, seed=7)
     assert list(generate(decoder, [1], config)) == list(generate(decoder, [1], config))

@@ -274,10 +274,13 @@ def _layer_norm_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Layer norm's output, ``xhat`` and ``rstd = 1 / sqrt(var + eps)``."""
     # (torch.var_mean would do this in one call, but is far slower on CPUs today; the 2-norm
-    # of each centred row is a reduction that reads it once and allocates nothing.)
-    xhat = x - x.mean(dim=-1, keepdim=True)
-    rms = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True).div_(math.sqrt(x.shape[-1]))
-    rstd = rms.square_().add_(eps).rsqrt_()
+    # of each centred row is a reduction that reads it once and allocates nothing. The mean is
+    # subtracted as the sum times 1/d, which `sub` folds in: `mean` is a sum and a division,
+    # one more operation, and one operation's overhead is what a generated token's rows cost.)
+    d = x.shape[-1]
+    xhat = torch.sub(x, x.sum(dim=-1, keepdim=True), alpha=1.0 / d)
+    norm = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True)
+    rstd = norm.square_().div_(d).add_(eps).rsqrt_()  # 1 / sqrt(var + eps)
     xhat.mul_(rstd)
     out = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)
     return out, xhat, rstd

@@ -51,11 +51,11 @@ def can_cache(decoder: Decoder) -> bool:
     return decoder.can_cache
 
 
-@torch.no_grad()
 def generate(decoder: Decoder, prompt: Sequence[int], config: GenerationConfig) -> Iterator[int]:
     """Yield new token ids one at a time (streaming), after ``prompt``.
 
     The prompt must fit the context window; see :func:`fit_prompt` to cut it from the left.
+    Each step runs in inference mode; only ints come out.
     """
     if not prompt:
         raise TfsError("the prompt is empty: give at least one token (for example end-of-text)")
@@ -72,10 +72,16 @@ def generate(decoder: Decoder, prompt: Sequence[int], config: GenerationConfig) 
             tokens = tokens[-decoder.spec.n_ctx :]
             cache = decoder.new_cache() if cache is not None else None
             fed = 0
-        logits = _logits(decoder, tokens, cache, device, fed)
+        # Inference mode: no autograd bookkeeping at all (not even the version counters and
+        # view records that no_grad keeps), much of a token's cost on a small model. Entered
+        # here, not as a decorator on this generator (a decorator stops covering the body
+        # once anything wraps the function, as a type checker does) and not around the
+        # yield (the mode would leak into the caller's code between tokens).
+        with torch.inference_mode():
+            logits = _logits(decoder, tokens, cache, device, fed)
+            token = choose(logits, temperature=config.temperature, top_k=config.top_k,
+                           top_p=config.top_p, generator=generator)  # fmt: skip
         fed = len(tokens)
-        token = choose(logits, temperature=config.temperature, top_k=config.top_k,
-                       top_p=config.top_p, generator=generator)  # fmt: skip
         yield token
         if token == config.stop_token:
             return
