@@ -471,3 +471,73 @@ BROKEN += [
     ("mlp", "first_position_mlp", FirstPositionMLP, [], {"check_position_wise"}),
     ("embedding", "previous_token_embedding", PreviousTokenEmbedding, [], {"check_position_wise"}),
 ]  # fmt: skip
+
+
+# Session 10: parts that compute the right thing in one way of calling them only.
+class AddsIntoItsInput(GELU):
+    """Writes its output into the buffer of its input when no gradient is tracked ("saves an
+    allocation while generating"): the caller's tensor is gone."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        out: Tensor = super().forward(residual)
+        if torch.is_grad_enabled():
+            return out
+        return residual.copy_(out)
+
+
+class MasksIntoTheBias(_Kernel):
+    """Masks by writing ``-inf`` into the score bias it was given when no gradient is tracked: its
+    own output is right, and the bias, which every layer may share, is spoiled."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        hidden = self.hidden(query_positions, key_positions)
+        if score_bias is None or torch.is_grad_enabled():
+            return super().forward(q, k, v, query_positions=query_positions,
+                                   key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+        masked = score_bias.masked_fill_(hidden, float("-inf"))
+        return self.weights(self.scores(q, k) + masked) @ v
+
+
+class ScalesInEval(GELU):
+    """Multiplies its output by 0.9 in evaluation mode (dropout's scaling put on the wrong side,
+    and kept with dropout off)."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        out: Tensor = super().forward(residual)
+        return out if self.training else 0.9 * out
+
+
+class BatchStatisticsNorm(LayerNorm):
+    """Takes its mean and variance over the batch as well while training (batch norm's habit)."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(residual)
+        axes = (0, -1)
+        centred = residual - residual.mean(axes, keepdim=True)
+        scale = self.hook_scale((centred.square().mean(axes, keepdim=True) + self.eps).sqrt())
+        out = self.hook_normalized(centred / scale) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+class OnePassVarianceNorm(LayerNorm):
+    """Layer norm with the variance as ``mean(x^2) - mean(x)^2``: right on paper, rounded away
+    in float32 when the input has a large offset."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        mean = residual.mean(-1, keepdim=True)
+        variance = residual.square().mean(-1, keepdim=True) - mean.square()
+        scale = self.hook_scale((variance + self.eps).sqrt())
+        out = self.hook_normalized((residual - mean) / scale) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+_NORM_CAPABILITIES = ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"]
+BROKEN += [
+    ("mlp", "adds_into_its_input", AddsIntoItsInput, [], {"check_leaves_inputs_alone"}),
+    ("attention_kernel", "masks_into_the_bias", MasksIntoTheBias, ["exact", "kv_cache", "score_bias"], {"check_leaves_inputs_alone"}),
+    ("mlp", "scales_in_eval", ScalesInEval, [], {"check_train_eval_agree"}),
+    ("norm", "batch_statistics_norm", BatchStatisticsNorm, _NORM_CAPABILITIES, {"check_train_eval_agree"}),
+    ("norm", "one_pass_variance_norm", OnePassVarianceNorm, _NORM_CAPABILITIES, {"check_norm_invariances"}),
+]  # fmt: skip

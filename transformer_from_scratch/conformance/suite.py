@@ -32,6 +32,9 @@ from transformer_from_scratch.conformance import (
     checks_kernel as ker,
 )
 from transformer_from_scratch.conformance import (
+    checks_modes as modes,
+)
+from transformer_from_scratch.conformance import (
     checks_parts as parts,
 )
 from transformer_from_scratch.conformance import (
@@ -102,6 +105,8 @@ CHECKS: tuple[Check, ...] = (
     Check(rob.check_finite_at_scale, ALL),
     Check(common.check_gradient_reaches_every_parameter, ALL),
     Check(common.check_eval_deterministic, ALL),
+    Check(modes.check_train_eval_agree, ALL),
+    Check(modes.check_leaves_inputs_alone, ALL),
     Check(common.check_batch_independent, ALL),
     Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding")),
     Check(common.check_float64, ALL),
