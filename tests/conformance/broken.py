@@ -541,3 +541,27 @@ BROKEN += [
     ("norm", "batch_statistics_norm", BatchStatisticsNorm, _NORM_CAPABILITIES, {"check_train_eval_agree"}),
     ("norm", "one_pass_variance_norm", OnePassVarianceNorm, _NORM_CAPABILITIES, {"check_norm_invariances"}),
 ]  # fmt: skip
+
+
+# Sizes written into the code: right at the tiny sizes every other check uses, wrong elsewhere.
+class ScaleAsANumber(_Kernel):
+    """Scales the scores by 0.35355 (1/sqrt(8), computed once for heads of width 8)."""
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return q @ k.transpose(-1, -2) * 0.35355
+
+
+class MeanOverSixteen(LayerNorm):
+    """Takes the mean as ``sum / 16`` (the width of the model it was first written for)."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        centred = residual - residual.sum(-1, keepdim=True) / 16
+        scale = self.hook_scale((centred.square().sum(-1, keepdim=True) / 16 + self.eps).sqrt())
+        out = self.hook_normalized(centred / scale) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+BROKEN += [
+    ("attention_kernel", "scale_as_a_number", ScaleAsANumber, ["exact", "kv_cache"], {"check_other_sizes"}),
+    ("norm", "mean_over_sixteen", MeanOverSixteen, _NORM_CAPABILITIES, {"check_other_sizes"}),
+]  # fmt: skip

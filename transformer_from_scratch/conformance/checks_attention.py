@@ -124,8 +124,9 @@ def check_score_bias_changes_output(subject: Subject) -> None:
     elif subject.kind == "attention_kernel":
         kernel = _probe(subject).owner
         generator = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(2, 2, LENGTH, 8, generator=generator) for _ in range(3))
-        bias = 3 * torch.randn(2, LENGTH, LENGTH, generator=generator)
+        heads, width = subject.sizes["n_heads"], subject.sizes["d_head"]
+        q, k, v = (torch.randn(2, heads, LENGTH, width, generator=generator) for _ in range(3))
+        bias = 3 * torch.randn(heads, LENGTH, LENGTH, generator=generator)
         pos = torch.arange(LENGTH)
         with_bias = kernel(q, k, v, query_positions=pos, key_positions=pos, score_bias=bias)
         without = kernel(q, k, v, query_positions=pos, key_positions=pos)

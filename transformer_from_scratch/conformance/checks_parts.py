@@ -45,15 +45,16 @@ def check_tied_shares_tensor(subject: Subject) -> None:
         )
 
 
-def _norm_input() -> Tensor:
-    return 3.0 + 5.0 * torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(0))
+def _norm_input(subject: Subject) -> Tensor:
+    width = subject.sizes["d_model"]
+    return 3.0 + 5.0 * torch.randn(4, 6, width, generator=torch.Generator().manual_seed(0))
 
 
 def check_normalises(subject: Subject) -> None:
     """At initialisation each output vector has the statistics it declares (mean 0, RMS 1)."""
     if not (subject.has("zero_mean") or subject.has("unit_rms")):
         raise NotApplicable("it declares neither 'zero_mean' nor 'unit_rms'")
-    out = subject.module(subject.decoder())(_norm_input())
+    out = subject.module(subject.decoder())(_norm_input(subject))
     if subject.has("zero_mean"):
         worst = out.mean(-1).abs().max().item()
         if worst > 1e-4:
@@ -80,7 +81,7 @@ def check_norm_invariances(subject: Subject) -> None:
     wanted = [c for c in ("scale_invariant", "shift_invariant") if subject.has(c)]
     if not wanted:
         raise NotApplicable("it declares no invariance")
-    norm, x = subject.module(subject.decoder()), _norm_input()
+    norm, x = subject.module(subject.decoder()), _norm_input(subject)
     moved = {  # (what, input, tolerance: float32's rounding of the moved input, with room)
         "scale_invariant": [("scaling by 7", x * 7.0, 1e-4)],
         "shift_invariant": [("adding 2.5", x + 2.5, 1e-4), ("adding 1000", x + 1000.0, 1e-3)],
@@ -146,8 +147,9 @@ def check_block_identity_path(subject: Subject) -> None:
         raise NotApplicable(
             "it does not declare 'identity_path' (post-norm normalises the stream itself)"
         )
-    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0))
-    zero = torch.zeros(16)
+    width = subject.sizes["d_model"]
+    x = torch.randn(2, 5, width, generator=torch.Generator().manual_seed(0))
+    zero = torch.zeros(width)
     diff = (_block_output(subject, zero, zero, x) - x).abs().max().item()
     if diff > 1e-6:
         raise CheckFailed(
@@ -159,8 +161,9 @@ def check_block_identity_path(subject: Subject) -> None:
 def check_block_uses_both_sublayers(subject: Subject) -> None:
     """What attention writes and what the MLP writes both reach the block's output."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 5, 16, generator=generator)
-    zero, some = torch.zeros(16), torch.randn(16, generator=generator)
+    width = subject.sizes["d_model"]
+    x = torch.randn(2, 5, width, generator=generator)
+    zero, some = torch.zeros(width), torch.randn(width, generator=generator)
     base = _block_output(subject, zero, zero, x)
     sublayers = [("attention", _block_output(subject, some, zero, x))]
     if not subject.has("attention_only"):  # it has no MLP to use

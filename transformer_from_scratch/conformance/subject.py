@@ -23,6 +23,17 @@ TINY_SIZES: dict[str, Any] = {
     "n_ctx": 24,
 }
 
+# Other sizes, for checking that nothing is sized by hand: every width differs from the tiny
+# one, none is a power of two but the head count, and heads are not d_model / 2.
+OTHER_SIZES: dict[str, Any] = {
+    **TINY_SIZES,
+    "d_model": 24,
+    "n_heads": 4,
+    "d_head": 6,
+    "d_mlp": 40,
+    "d_vocab": 17,
+}
+
 
 @attrs.frozen
 class Subject:
@@ -37,6 +48,7 @@ class Subject:
     registry: Registry = attrs.field(eq=False)
     options: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
     seed: int = attrs.field(default=0, eq=False)
+    sizes: Mapping[str, Any] = attrs.field(factory=lambda: dict(TINY_SIZES), eq=False)
 
     @property
     def id(self) -> str:
@@ -69,8 +81,17 @@ class Subject:
     def spec(self, **changes: Any) -> DecoderSpec:
         """The tiny spec with this implementation in its slot (``changes`` override)."""
         mine = {"name": self.entry.name, "options": dict(self.options)}
-        spec = DecoderSpec.from_dict({**TINY_SIZES, "components": {self.kind: mine}})
+        spec = DecoderSpec.from_dict({**self.sizes, "components": {self.kind: mine}})
         return spec.evolve(**changes) if changes else spec
+
+    @property
+    def is_resized(self) -> bool:
+        """Whether it is checked at sizes other than the tiny ones."""
+        return dict(self.sizes) != TINY_SIZES
+
+    def resized(self, sizes: Mapping[str, Any]) -> "Subject":
+        """The same implementation and options, checked inside decoders of other ``sizes``."""
+        return attrs.evolve(self, sizes=dict(sizes))
 
     def decoder(self, seed: int = 0, **changes: Any) -> Decoder:
         """A freshly initialised tiny decoder holding this implementation.

@@ -50,7 +50,7 @@ from transformer_from_scratch.conformance.results import (
     Outcome,
     Report,
 )
-from transformer_from_scratch.conformance.subject import Subject
+from transformer_from_scratch.conformance.subject import OTHER_SIZES, Subject
 from transformer_from_scratch.core.errors import TfsError, did_you_mean, unknown_name_message
 from transformer_from_scratch.core.plugins import default_registry, load_registry
 from transformer_from_scratch.core.registry import Entry, Factory, Provider, Registry
@@ -75,12 +75,15 @@ class Check:
     """A named property check and the kinds it applies to.
 
     A ``learning`` check trains something; it runs once per implementation, with its default
-    options, not again for each option set it is checked with.
+    options, not again for each option set it is checked with. For the kinds in ``resized``
+    it compares values that depend on the sizes, and :func:`check_other_sizes` runs it again
+    at other sizes.
     """
 
     function: Callable[[Subject], str | None]
     kinds: frozenset[str]
     learning: bool = False
+    resized: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -98,17 +101,41 @@ def _on(*kinds: str) -> frozenset[str]:
 
 
 KERNELS = _on("attention", "attention_kernel")
+BUT_KERNELS = ALL - {"attention_kernel"}  # (a kernel's values are compared with the formula)
+_OTHER_SIZES = (
+    f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_heads']} heads of width "
+    f"{OTHER_SIZES['d_head']}, d_mlp {OTHER_SIZES['d_mlp']}, {OTHER_SIZES['d_vocab']} token ids"
+)
+
+
+def check_other_sizes(subject: Subject) -> None:
+    """Built at other sizes (d_model 24, four heads of width 6, d_mlp 40, 17 token ids), it
+    passes again every check that compares its values: no size is written into the code."""
+    ran = 0
+    for check in CHECKS:
+        if subject.kind in check.kinds & check.resized:
+            outcome, message = _attempt(subject.resized(OTHER_SIZES), check)
+            if outcome is Outcome.FAILED:
+                raise CheckFailed(
+                    f"at other sizes ({_OTHER_SIZES}), {check.name} fails: {message}. Is a "
+                    "size written into the code instead of read from dims or the inputs' shapes?"
+                )
+            ran += outcome is Outcome.PASSED
+    if not ran:
+        raise NotApplicable("no check of its values applies to it")
+
+
 CHECKS: tuple[Check, ...] = (
     Check(common.check_builds, ALL),
-    Check(common.check_output_contract, ALL),
-    Check(common.check_finite, ALL),
+    Check(common.check_output_contract, ALL, resized=ALL),
+    Check(common.check_finite, ALL, resized=ALL),
     Check(rob.check_finite_at_scale, ALL),
     Check(common.check_gradient_reaches_every_parameter, ALL),
     Check(common.check_eval_deterministic, ALL),
     Check(modes.check_train_eval_agree, ALL),
     Check(modes.check_leaves_inputs_alone, ALL),
-    Check(common.check_batch_independent, ALL),
-    Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding")),
+    Check(common.check_batch_independent, ALL, resized=ALL),
+    Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding"), resized=ALL),
     Check(common.check_float64, ALL),
     Check(common.check_bfloat16, ALL),
     Check(rob.check_follows_device, ALL),
@@ -117,28 +144,29 @@ CHECKS: tuple[Check, ...] = (
     Check(att.check_causal_by_perturbation, KERNELS),
     Check(att.check_causal_by_gradient, KERNELS),
     Check(ker.check_gradient_reaches_inputs, _on("attention_kernel")),
-    Check(ker.check_matches_reference, _on("attention_kernel")),
+    Check(ker.check_matches_reference, _on("attention_kernel"), resized=ALL),
     Check(ker.check_matches_reference_bfloat16, _on("attention_kernel")),
-    Check(ker.check_gradients_match_reference, _on("attention_kernel")),
-    Check(att.check_kv_cache_matches_full_forward, KERNELS),
-    Check(att.check_score_bias_changes_output, KERNELS),
+    Check(ker.check_gradients_match_reference, _on("attention_kernel"), resized=ALL),
+    Check(att.check_kv_cache_matches_full_forward, KERNELS, resized=ALL),
+    Check(att.check_score_bias_changes_output, KERNELS, resized=ALL),
     Check(att.check_rotation_changes_output, _on("attention")),
     Check(att.check_learns_flagged_copy, _on("attention"), learning=True),
     Check(pos.check_position_reaches_model, _on("positional"), learning=True),
-    Check(pos.check_distinct_positions, _on("positional")),
-    Check(pos.check_rotary_is_relative, _on("positional")),
+    Check(pos.check_distinct_positions, _on("positional"), resized=ALL),
+    Check(pos.check_rotary_is_relative, _on("positional"), resized=ALL),
     Check(parts.check_learns_bigrams, _on("embedding", "unembedding"), learning=True),
     Check(parts.check_tied_shares_tensor, _on("unembedding")),
-    Check(parts.check_normalises, _on("norm")),
-    Check(parts.check_norm_invariances, _on("norm")),
+    Check(parts.check_normalises, _on("norm"), resized=ALL),
+    Check(parts.check_norm_invariances, _on("norm"), resized=ALL),
     Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
-    Check(parts.check_block_identity_path, _on("block")),
-    Check(parts.check_block_uses_both_sublayers, _on("block")),
-    Check(dec.check_decoder_causal, ALL),
+    Check(parts.check_block_identity_path, _on("block"), resized=ALL),
+    Check(parts.check_block_uses_both_sublayers, _on("block"), resized=ALL),
+    Check(dec.check_decoder_causal, ALL, resized=BUT_KERNELS),
     Check(inc.check_decoder_prefix_stable, ALL),
-    Check(inc.check_decoder_kv_cache, ALL),
+    Check(inc.check_decoder_kv_cache, ALL, resized=BUT_KERNELS),
     Check(dec.check_decoder_trains, ALL, learning=True),
     Check(dec.check_decoder_checkpoint_round_trip, ALL),
+    Check(check_other_sizes, ALL),
     Check(hooks.check_hooks_fire, ALL),
     Check(hooks.check_hooks_are_live, ALL),
     Check(hooks.check_pattern_is_a_distribution, KERNELS),
