@@ -23,15 +23,18 @@ TINY_SIZES: dict[str, Any] = {
     "n_ctx": 24,
 }
 
-# Other sizes, for checking that nothing is sized by hand: every width differs from the tiny
-# one, none is a power of two but the head count, and heads are not d_model / 2.
+# Other sizes, for checking that nothing is sized by hand: every size differs from the tiny
+# one, none is a power of two but the head counts, and two query heads share each key/value
+# head (grouped-query attention, which the attention contract asks for through n_kv_heads).
 OTHER_SIZES: dict[str, Any] = {
     **TINY_SIZES,
     "d_model": 24,
     "n_heads": 4,
+    "n_kv_heads": 2,
     "d_head": 6,
     "d_mlp": 40,
     "d_vocab": 17,
+    "n_ctx": 40,
 }
 
 

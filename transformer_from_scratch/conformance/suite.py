@@ -104,13 +104,15 @@ KERNELS = _on("attention", "attention_kernel")
 BUT_KERNELS = ALL - {"attention_kernel"}  # (a kernel's values are compared with the formula)
 _OTHER_SIZES = (
     f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_heads']} heads of width "
-    f"{OTHER_SIZES['d_head']}, d_mlp {OTHER_SIZES['d_mlp']}, {OTHER_SIZES['d_vocab']} token ids"
+    f"{OTHER_SIZES['d_head']} sharing {OTHER_SIZES['n_kv_heads']} key/value heads, d_mlp "
+    f"{OTHER_SIZES['d_mlp']}, {OTHER_SIZES['d_vocab']} token ids, n_ctx {OTHER_SIZES['n_ctx']}"
 )
 
 
 def check_other_sizes(subject: Subject) -> None:
-    """Built at other sizes (d_model 24, four heads of width 6, d_mlp 40, 17 token ids), it
-    passes again every check that compares its values: no size is written into the code."""
+    """Built at other sizes (d_model 24, four heads of width 6 sharing two key/value heads,
+    d_mlp 40, 17 token ids, n_ctx 40), it passes again every check that compares its values:
+    no size is written into the code."""
     ran = 0
     for check in CHECKS:
         if subject.kind in check.kinds & check.resized:
