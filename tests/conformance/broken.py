@@ -4,6 +4,7 @@ Each one is a small, realistic mistake a learner could make, built on a correct 
 """
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -564,4 +565,41 @@ class MeanOverSixteen(LayerNorm):
 BROKEN += [
     ("attention_kernel", "scale_as_a_number", ScaleAsANumber, ["exact", "kv_cache"], {"check_other_sizes"}),
     ("norm", "mean_over_sixteen", MeanOverSixteen, _NORM_CAPABILITIES, {"check_other_sizes"}),
+]  # fmt: skip
+
+
+class _ReadsGradientAsContiguous(torch.autograd.Function):
+    """Softmax attention with its backward written out, reading the output's gradient through
+    fixed row-major strides (as a hand-written kernel reading by pointer would)."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, hidden: Tensor) -> Tensor:
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+        ctx.save_for_backward(q, k, v, weights)
+        return weights @ v
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, weights = ctx.saved_tensors
+        grad = grad.as_strided(grad.shape, torch.empty(grad.shape).stride())  # the mistake
+        d_weights = grad @ v.transpose(-1, -2)
+        d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdim=True))
+        d_scores = d_scores / math.sqrt(q.shape[-1])
+        return d_scores @ k, d_scores.transpose(-1, -2) @ q, weights.transpose(-1, -2) @ grad, None
+
+
+class ContiguousGradientOnly(_Kernel):
+    """A hand-written backward right for a contiguous output gradient only; a decoder sends a
+    transposed view (the heads joined back), so it trains on scrambled gradients."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        hidden = self.hidden(query_positions, key_positions)
+        out: Tensor = _ReadsGradientAsContiguous.apply(q, k, v, hidden)
+        return out
+
+
+BROKEN += [
+    ("attention_kernel", "contiguous_gradient_only", ContiguousGradientOnly, ["exact", "kv_cache"], {"check_gradients_match_reference"}),
 ]  # fmt: skip

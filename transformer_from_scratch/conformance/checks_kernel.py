@@ -148,35 +148,58 @@ def check_gradient_reaches_inputs(subject: Subject) -> None:
 
 
 def check_gradients_match_reference(subject: Subject) -> str | None:
-    """An exact kernel's gradients for queries, keys and values equal the textbook formula's."""
+    """An exact kernel's gradients for queries, keys and values equal the textbook formula's.
+
+    The output's gradient is given both contiguous and as a decoder sends it, a transposed view
+    (a backward pass that reads it by fixed strides is right for one and wrong for the other).
+    """
     kernel = _exact_kernel(subject)
     window, worst = subject.options.get("window"), 0.0
     for length in _lengths(subject, (5, 13, LONG_LENGTHS[0])):
         q, k, v, bias = _case(subject, length, seed=100 + length, dtype=torch.float64)
-        weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(length))
         pos = torch.arange(length)
-        mine = kernel_gradients(kernel, (q, k, v), weights.double(), pos, bias)
-        ref = kernel_gradients(
-            lambda q, k, v, **kw: reference_attention(
-                q, k, v, kw["query_positions"], kw["key_positions"], kw["score_bias"], window
-            ),
-            (q, k, v), weights.double(), pos, bias,
-        )  # fmt: skip
-        for name, a, b in zip(NAMES, mine, ref, strict=True):
-            diff = (a - b).abs().max().item()
-            if not torch.allclose(a, b, atol=1e-4, rtol=1e-3):
-                raise CheckFailed(
-                    f"at length {length}, the gradient for the {name} differs from the "
-                    f"formula's by {diff:.3g}, beyond even float32 rounding: the backward pass "
-                    "is wrong"
-                )
-            worst = max(worst, diff)
+        for layout, weights in _upstream(q.shape, seed=length):
+            mine = kernel_gradients(kernel, (q, k, v), weights, pos, bias)
+            ref = kernel_gradients(
+                lambda q, k, v, **kw: reference_attention(
+                    q, k, v, kw["query_positions"], kw["key_positions"], kw["score_bias"], window
+                ),
+                (q, k, v), weights, pos, bias,
+            )  # fmt: skip
+            for name, a, b in zip(NAMES, mine, ref, strict=True):
+                diff = (a - b).abs().max().item()
+                if not torch.allclose(a, b, atol=1e-4, rtol=1e-3):
+                    raise CheckFailed(
+                        f"at length {length}, with the output's gradient {layout}, the "
+                        f"gradient for the {name} differs from the formula's by {diff:.3g}, "
+                        "beyond even float32 rounding: the backward pass is wrong"
+                        + ("" if layout == "contiguous" else _STRIDES)
+                    )
+                worst = max(worst, diff)
     if worst > 1e-8:
         return (
             f"gradients agree to float32 precision but not float64 (off by up to {worst:.2g}): "
             "it computes in a lower precision internally"
         )
     return None
+
+
+def _upstream(shape: torch.Size, seed: int) -> list[tuple[str, Tensor]]:
+    """The output's gradient, contiguous and as a decoder sends it: multi-head attention joins
+    the heads with ``mixed.transpose(1, 2)``, so the gradient arrives as a transposed view."""
+    weights = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).double()
+    as_sent = weights.transpose(1, 2).contiguous().transpose(1, 2)  # same values, not contiguous
+    forms = [("contiguous", weights)]
+    if not as_sent.is_contiguous():  # (one head and one sample: every layout is contiguous)
+        forms.append(("laid out as a decoder sends it (not contiguous)", as_sent))
+    return forms
+
+
+_STRIDES = (
+    " for a gradient that is not contiguous, though right for a contiguous one: does the "
+    "backward pass read it as if it were (.view, or pointers with fixed strides)? Call "
+    ".contiguous() on it first"
+)
 
 
 def kernel_cache_matches_full_forward(subject: Subject) -> None:
