@@ -603,3 +603,33 @@ class ContiguousGradientOnly(_Kernel):
 BROKEN += [
     ("attention_kernel", "contiguous_gradient_only", ContiguousGradientOnly, ["exact", "kv_cache"], {"check_gradients_match_reference"}),
 ]  # fmt: skip
+
+
+class _GELUWithoutItsSecondTerm(torch.autograd.Function):
+    """GELU, ``x Phi(x)``, whose hand-written derivative keeps ``Phi(x)`` and forgets
+    ``x phi(x)``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+class HalfDerivedGELU(GELU):
+    """An MLP whose GELU has a hand-written backward missing a term: it still learns, slower,
+    and its forward pass is exact."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        hidden = self.hook_post(_GELUWithoutItsSecondTerm.apply(pre))
+        return affine(hidden, self.W_out, self.b_out)
+
+
+BROKEN += [
+    ("mlp", "half_derived_gelu", HalfDerivedGELU, [], {"check_backward_is_derivative"}),
+]  # fmt: skip

@@ -23,6 +23,9 @@ from transformer_from_scratch.conformance import (
     checks_decoder as dec,
 )
 from transformer_from_scratch.conformance import (
+    checks_gradient as grad,
+)
+from transformer_from_scratch.conformance import (
     checks_hooks as hooks,
 )
 from transformer_from_scratch.conformance import (
@@ -101,7 +104,7 @@ def _on(*kinds: str) -> frozenset[str]:
 
 
 KERNELS = _on("attention", "attention_kernel")
-BUT_KERNELS = ALL - {"attention_kernel"}  # (a kernel's values are compared with the formula)
+BUT_KERNELS = ALL - {"attention_kernel"}  # (kernels are compared with the formula instead)
 _OTHER_SIZES = (
     f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_heads']} heads of width "
     f"{OTHER_SIZES['d_head']} sharing {OTHER_SIZES['n_kv_heads']} key/value heads, d_mlp "
@@ -133,6 +136,7 @@ CHECKS: tuple[Check, ...] = (
     Check(common.check_finite, ALL, resized=ALL),
     Check(rob.check_finite_at_scale, ALL),
     Check(common.check_gradient_reaches_every_parameter, ALL),
+    Check(grad.check_backward_is_derivative, BUT_KERNELS),
     Check(common.check_eval_deterministic, ALL),
     Check(modes.check_train_eval_agree, ALL),
     Check(modes.check_leaves_inputs_alone, ALL),
