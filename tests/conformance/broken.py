@@ -16,7 +16,7 @@ from transformer_from_scratch.components.layer_norm import LayerNorm
 from transformer_from_scratch.components.multi_head import MultiHead
 from transformer_from_scratch.components.pre_norm import PreNorm
 from transformer_from_scratch.core.cache import LayerCache
-from transformer_from_scratch.core.functional import affine, causal_mask
+from transformer_from_scratch.core.functional import affine, causal_mask, gelu
 
 
 class _Kernel(nn.Module):
@@ -632,4 +632,50 @@ class HalfDerivedGELU(GELU):
 
 BROKEN += [
     ("mlp", "half_derived_gelu", HalfDerivedGELU, [], {"check_backward_is_derivative"}),
+]  # fmt: skip
+
+
+# Parts right at initialisation only, where every bias is zero: the mode checks move the
+# parameters off their initial values first.
+class FastPathWithoutBias(GELU):
+    """Takes a "fast path" when no gradient is tracked (generation), which leaves out
+    ``b_out``: the model samples from a function it never trained."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return super().forward(residual)
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return self.hook_post(gelu(pre)) @ self.W_out
+
+
+class EvalWithoutBias(GELU):
+    """Adds ``b_out`` in training mode only."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        hidden = self.hook_post(gelu(pre))
+        return affine(hidden, self.W_out, self.b_out if self.training else None)
+
+
+BROKEN += [
+    ("mlp", "fast_path_without_bias", FastPathWithoutBias, [], {"check_grad_modes_agree"}),
+    ("mlp", "eval_without_bias", EvalWithoutBias, [], {"check_train_eval_agree"}),
+]  # fmt: skip
+
+
+class CacheWithoutOutputBias(MultiHead):
+    """Multi-head attention with biases whose cached path (generation) leaves out ``b_O``:
+    invisible while the bias is still zero, as it is at initialisation."""
+
+    def __init__(self, dims: tfs.Dims, kernel: nn.Module, bias: bool = True) -> None:
+        super().__init__(dims, kernel, bias=bias)
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        out = super().forward(residual, positional=positional, positions=positions, cache=cache)
+        return out if cache is None or self.b_O is None else out - self.b_O
+
+
+BROKEN += [
+    ("attention", "cache_without_output_bias", CacheWithoutOutputBias, ["kv_cache", "rotary", "score_bias"], {"check_kv_cache_matches_full_forward", "check_decoder_kv_cache"}),
 ]  # fmt: skip

@@ -39,7 +39,7 @@ def _causal_problem(decoder: Decoder) -> str | None:
 
 def check_decoder_causal(subject: Subject) -> None:
     """A whole decoder holding it is causal: no logit depends on a later token."""
-    problem = _causal_problem(subject.decoder())
+    problem = _causal_problem(subject.moved_decoder())
     if problem:
         raise CheckFailed(f"{problem}: the decoder sees the future")
 

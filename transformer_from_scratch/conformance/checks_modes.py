@@ -65,25 +65,57 @@ def check_leaves_inputs_alone(subject: Subject) -> None:
                     )
 
 
+def _off_init(subject: Subject) -> Probe:
+    """A probe whose parameters are all moved off their initial values: a zero bias left out
+    on one path, or a gain of one, looks the same as one put in until then."""
+    return probe(subject, subject.moved_decoder().eval())
+
+
+def _differ(a: Tensor, b: Tensor) -> float | None:
+    """How far ``a`` is from ``b``, if beyond rounding (relative to ``b``'s size)."""
+    diff = (a.detach().double() - b.detach().double()).abs().max().item()
+    return diff if not diff <= 1e-5 * (1.0 + b.abs().max().item()) else None
+
+
 def check_train_eval_agree(subject: Subject) -> None:
     """With dropout 0, training mode and evaluation mode give the same outputs.
 
     Dropout is the only thing that may tell the modes apart: a part that uses batch statistics
-    while training, or scales its output in one mode only (inverted dropout done backwards),
-    trains one function and evaluates, samples and is checked as another."""
-    decoder = subject.decoder()
-    if decoder.spec.dims.dropout:
-        raise NotApplicable(f"dropout is {decoder.spec.dims.dropout}: the modes differ by design")
-    p = probe(subject, decoder.eval())
+    while training, or scales its output or leaves out a bias in one mode only, trains one
+    function and evaluates, samples and is checked as another. Its parameters are first moved
+    off their initial values (a zero bias left out changes nothing)."""
+    p = _off_init(subject)
+    if p.decoder.spec.dims.dropout:
+        raise NotApplicable(f"dropout is {p.decoder.spec.dims.dropout}: the modes differ by design")
     inputs = p.inputs(BATCH, LENGTH)
     with torch.no_grad():
         evaluated = p.run(inputs)
-    decoder.train()
-    trained = p.run(inputs).detach()
-    diff = (trained.double() - evaluated.double()).abs().max().item()
-    if diff > 1e-5 * (1.0 + evaluated.abs().max().item()):
+    p.decoder.train()
+    diff = _differ(p.run(inputs), evaluated)
+    if diff is not None:
         raise CheckFailed(
             f"with dropout 0, its output in training mode differs from evaluation mode's by "
             f"{diff:.3g}: apart from dropout a part must compute the same function in both "
-            "(statistics over the batch, or a scale applied in one mode only?)"
+            "(statistics over the batch, a scale or a bias in one mode only?)"
         )
+
+
+def check_grad_modes_agree(subject: Subject) -> None:
+    """With gradients on, under no_grad and in inference mode, its outputs are the same.
+
+    A part may take a faster path when nothing is tracked (generation runs in inference
+    mode, evaluation under no_grad), but it must compute the same function there: a fast path
+    that leaves out a bias or a scale makes the model sample from something it never trained.
+    Its parameters are first moved off their initial values."""
+    p = _off_init(subject)
+    inputs = p.inputs(BATCH, LENGTH)
+    tracked = p.run(inputs)
+    for label, mode in GRAD_MODES[1:]:
+        with mode():
+            diff = _differ(p.run(inputs), tracked)
+        if diff is not None:
+            raise CheckFailed(
+                f"{label} its output differs by {diff:.3g} from its output with gradients on: "
+                "a path taken when nothing is tracked must compute the same function (is a "
+                "bias, a scale or a mask left out of a fast path?)"
+            )

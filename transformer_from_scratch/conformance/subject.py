@@ -104,6 +104,18 @@ class Subject:
         torch.manual_seed(self.seed * 1000 + seed)
         return build_decoder(self.spec(**changes), self.registry)
 
+    def moved_decoder(self, seed: int = 0, **changes: Any) -> Decoder:
+        """A decoder as :meth:`decoder` makes it, with every parameter moved off its initial
+        value: a trained model's biases are not zero nor its gains one, and a bias left out on
+        some path (a cache, a fast path) shows only then."""
+        decoder = self.decoder(seed, **changes)
+        generator = torch.Generator().manual_seed(self.seed * 1000 + seed + 7)
+        with torch.no_grad():
+            for param in decoder.parameters():
+                if param.is_floating_point():
+                    param.add_(0.1 * torch.randn(param.shape, generator=generator).to(param))
+        return decoder
+
     def module(self, decoder: Decoder) -> nn.Module:
         """The first module in ``decoder`` that this implementation made."""
         for entry, module in decoder.parts:

@@ -139,6 +139,7 @@ CHECKS: tuple[Check, ...] = (
     Check(grad.check_backward_is_derivative, BUT_KERNELS),
     Check(common.check_eval_deterministic, ALL),
     Check(modes.check_train_eval_agree, ALL),
+    Check(modes.check_grad_modes_agree, ALL),
     Check(modes.check_leaves_inputs_alone, ALL),
     Check(common.check_batch_independent, ALL, resized=ALL),
     Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding"), resized=ALL),
