@@ -679,3 +679,23 @@ class CacheWithoutOutputBias(MultiHead):
 BROKEN += [
     ("attention", "cache_without_output_bias", CacheWithoutOutputBias, ["kv_cache", "rotary", "score_bias"], {"check_kv_cache_matches_full_forward", "check_decoder_kv_cache"}),
 ]  # fmt: skip
+
+
+class TokenShiftMLP(GELU):
+    """Mixes the previous position's input in by a learned weight per feature (RWKV's "token
+    shift", which belongs in attention or a block that declares it) that starts at zero: an
+    MLP that acts on each position alone until its first step of training."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.mix = nn.Parameter(torch.zeros(dims.d_model))
+
+    def forward(self, residual: Tensor) -> Tensor:
+        previous = torch.cat([torch.zeros_like(residual[:, :1]), residual[:, :-1]], dim=1)
+        out: Tensor = super().forward(residual + self.mix * previous)
+        return out
+
+
+BROKEN += [
+    ("mlp", "token_shift_mlp", TokenShiftMLP, [], {"check_position_wise"}),
+]  # fmt: skip

@@ -15,6 +15,12 @@ def _probe(subject: Subject, dtype: torch.dtype = torch.float32, seed: int = 0) 
     return probe(subject, subject.decoder(seed).to(dtype).eval())
 
 
+def _moved_probe(subject: Subject) -> Probe:
+    """For properties that must hold whatever the parameters: with every one moved off its
+    initial value (a mixing weight that starts at zero mixes nothing until trained)."""
+    return probe(subject, subject.moved_decoder().eval())
+
+
 def check_builds(subject: Subject) -> None:
     """It builds inside a tiny decoder and returns an nn.Module."""
     try:
@@ -82,7 +88,7 @@ def check_eval_deterministic(subject: Subject) -> None:
 
 def check_batch_independent(subject: Subject) -> None:
     """Changing one sample of a batch never changes the outputs of the others."""
-    p = _probe(subject)
+    p = _moved_probe(subject)
     inputs = p.inputs(BATCH, LENGTH)
     other = p.inputs(BATCH, LENGTH, seed=1)
     changed = {k: v.clone() for k, v in inputs.items()}
@@ -104,7 +110,7 @@ def check_position_wise(subject: Subject) -> None:
     Moving information between positions is attention's job; an embedding, a norm, an MLP or
     an unembedding that mixes positions (a running mean, a shift, statistics over the sequence)
     breaks the residual stream's bookkeeping even when it stays causal."""
-    p = _probe(subject)
+    p = _moved_probe(subject)
     inputs, other = p.inputs(BATCH, LENGTH), p.inputs(BATCH, LENGTH, seed=1)
     before = p.run(inputs).detach()
     tolerance = 1e-6 + 1e-5 * float(before.abs().amax())  # (rounding, not mixing)
