@@ -71,6 +71,13 @@ def _off_init(subject: Subject) -> Probe:
     return probe(subject, subject.moved_decoder().eval())
 
 
+def _tracked(inputs: Inputs) -> Inputs:
+    """The inputs as training gives them: floating-point ones tracked by autograd (a kernel
+    has no parameters, so only tracked inputs send it down its training path)."""
+    return {k: v.detach().clone().requires_grad_() if v.is_floating_point() else v
+            for k, v in inputs.items()}  # fmt: skip
+
+
 def _differ(a: Tensor, b: Tensor) -> float | None:
     """How far ``a`` is from ``b``, if beyond rounding (relative to ``b``'s size)."""
     diff = (a.detach().double() - b.detach().double()).abs().max().item()
@@ -91,7 +98,7 @@ def check_train_eval_agree(subject: Subject) -> None:
     with torch.no_grad():
         evaluated = p.run(inputs)
     p.decoder.train()
-    diff = _differ(p.run(inputs), evaluated)
+    diff = _differ(p.run(_tracked(inputs)), evaluated)
     if diff is not None:
         raise CheckFailed(
             f"with dropout 0, its output in training mode differs from evaluation mode's by "
@@ -109,7 +116,7 @@ def check_grad_modes_agree(subject: Subject) -> None:
     Its parameters are first moved off their initial values."""
     p = _off_init(subject)
     inputs = p.inputs(BATCH, LENGTH)
-    tracked = p.run(inputs)
+    tracked = p.run(_tracked(inputs))
     for label, mode in GRAD_MODES[1:]:
         with mode():
             diff = _differ(p.run(inputs), tracked)
