@@ -122,8 +122,9 @@ def check_other_sizes(subject: Subject) -> None:
             outcome, message = _attempt(subject.resized(OTHER_SIZES), check)
             if outcome is Outcome.FAILED:
                 raise CheckFailed(
-                    f"at other sizes ({_OTHER_SIZES}), {check.name} fails: {message}. Is a "
-                    "size written into the code instead of read from dims or the inputs' shapes?"
+                    f"at other sizes ({_OTHER_SIZES}), {check.name} fails: "
+                    f"{message.rstrip('.')} (is a size written into the code instead of read "
+                    "from dims or the inputs' shapes?)"
                 )
             ran += outcome is Outcome.PASSED
     if not ran:
