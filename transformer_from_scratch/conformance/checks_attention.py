@@ -3,7 +3,7 @@
 import torch
 
 from transformer_from_scratch.conformance import checks_kernel
-from transformer_from_scratch.conformance.checks_common import BATCH, _probe
+from transformer_from_scratch.conformance.checks_common import BATCH, _moved_probe, _probe
 from transformer_from_scratch.conformance.compare import first_difference, require_finite
 from transformer_from_scratch.conformance.probes import probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
@@ -82,7 +82,7 @@ def check_kv_cache_matches_full_forward(subject: Subject) -> None:
         )
     if subject.kind == "attention_kernel":
         return checks_kernel.kernel_cache_matches_full_forward(subject)
-    p = probe(subject, subject.moved_decoder().eval())  # (a bias left out of the cached path)
+    p = _moved_probe(subject)  # (a bias left out of the cached path shows)
     x = p.inputs(BATCH, LENGTH)["residual"]
     full = require_finite(
         p.owner(x, positional=p.decoder.positional, positions=torch.arange(LENGTH))

@@ -30,58 +30,61 @@ def check_backward_is_derivative(subject: Subject) -> None:
     """
     p = probe(subject, subject.decoder().double().eval())
     inputs = p.inputs(BATCH, LENGTH)
-    targets = [f"input {n}" for n, x in sorted(inputs.items()) if x.is_floating_point()]
-    params = dict(p.owner.named_parameters())
-    targets += [f"parameter {n}" for n, w in params.items() if w.requires_grad]
+    # (what, input name, parameter): an input is replaced in the inputs, a parameter moved
+    targets: list[tuple[str, str, Tensor | None]] = [
+        (f"input {n}", n, None) for n, x in sorted(inputs.items()) if x.is_floating_point()
+    ]
+    targets += [(f"parameter {n}", n, w) for n, w in p.owner.named_parameters() if w.requires_grad]
     if not targets:
         raise NotApplicable("it has neither floating-point inputs nor parameters")
     generator = torch.Generator().manual_seed(3)
-    for target in targets:
-        kind, name = target.split(" ", 1)
-        tensor = inputs[name] if kind == "input" else params[name]
+    shape = p.call(inputs).shape
+    for what, name, param in targets:
+        tensor = inputs[name] if param is None else param
         size = max(float(tensor.detach().square().mean().sqrt()), 1e-2)
         along = size * torch.randn(tensor.shape, generator=generator).double()
-        weights = torch.randn(p.call(inputs).shape, generator=generator).double()
-        predicted = _predicted(p, inputs, target, along, weights)
-        observed = [_observed(p, inputs, target, along, step, weights) for step in STEPS]
+        weights = torch.randn(shape, generator=generator).double()
+        predicted = _predicted(p, inputs, name, param, along, weights)
+        observed = [_observed(p, inputs, name, param, step * along, weights) / step
+                    for step in STEPS]  # fmt: skip
         closest = min(observed, key=lambda o: abs(o - predicted))
         if abs(predicted - closest) > TOLERANCE * max(abs(closest), abs(predicted), 1e-9):
             raise CheckFailed(
-                f"along a random direction in {target}, its gradient predicts a change of "
+                f"along a random direction in {what}, its gradient predicts a change of "
                 f"{predicted:.6g} and its outputs change by {closest:.6g}: the backward pass "
                 "is not the derivative of the forward pass (is a hand-written backward missing "
                 "a term, or is something detached?)"
             )
 
 
-def _predicted(p: Probe, inputs: Inputs, target: str, along: Tensor, weights: Tensor) -> float:
-    """The derivative of ``sum(weights * out)`` along ``along`` in ``target``, by autograd."""
-    kind, name = target.split(" ", 1)
+def _predicted(p: Probe, inputs: Inputs, name: str, param: Tensor | None, along: Tensor,
+               weights: Tensor) -> float:  # fmt: skip
+    """The derivative of ``sum(weights * out)`` along ``along``, by autograd, in the input
+    ``name`` (``param`` None) or in ``param``."""
     given = dict(inputs)
-    if kind == "input":
+    if param is None:
         given[name] = tensor = inputs[name].detach().clone().requires_grad_()
     else:
-        tensor = dict(p.owner.named_parameters())[name]
+        tensor = param
     out = p.call(given)
     (grad,) = torch.autograd.grad((out * weights).sum(), [tensor], allow_unused=True)
     return 0.0 if grad is None else float((grad * along).sum())
 
 
-def _observed(p: Probe, inputs: Inputs, target: str, along: Tensor, step: float,
+def _observed(p: Probe, inputs: Inputs, name: str, param: Tensor | None, shift: Tensor,
               weights: Tensor) -> float:  # fmt: skip
-    """The same by central differences, ``step * along`` either side (with gradients on, so
-    both take the path training takes)."""
-    kind, name = target.split(" ", 1)
-    shift, sides = step * along, []
+    """Half the change of ``sum(weights * out)`` between ``shift`` either side (with gradients
+    on, so both take the path training takes); divided by the step, the derivative."""
+    sides = []
     for sign in (1.0, -1.0):
         given = dict(inputs)
         with torch.no_grad():
-            if kind == "input":
+            if param is None:
                 given[name] = inputs[name] + sign * shift
             else:
-                dict(p.owner.named_parameters())[name].add_(shift, alpha=sign)
+                param.add_(shift, alpha=sign)
         sides.append(float((p.call(given).detach() * weights).sum()))
-        if kind != "input":
+        if param is not None:
             with torch.no_grad():
-                dict(p.owner.named_parameters())[name].sub_(shift, alpha=sign)
-    return (sides[0] - sides[1]) / (2.0 * step)
+                param.sub_(shift, alpha=sign)
+    return (sides[0] - sides[1]) / 2.0

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH
+from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH, _moved_probe
 from transformer_from_scratch.conformance.probes import Inputs, Probe, probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
 from transformer_from_scratch.conformance.subject import Subject
@@ -65,12 +65,6 @@ def check_leaves_inputs_alone(subject: Subject) -> None:
                     )
 
 
-def _off_init(subject: Subject) -> Probe:
-    """A probe whose parameters are all moved off their initial values: a zero bias left out
-    on one path, or a gain of one, looks the same as one put in until then."""
-    return probe(subject, subject.moved_decoder().eval())
-
-
 def _tracked(inputs: Inputs) -> Inputs:
     """The inputs as training gives them: floating-point ones tracked by autograd (a kernel
     has no parameters, so only tracked inputs send it down its training path)."""
@@ -91,7 +85,7 @@ def check_train_eval_agree(subject: Subject) -> None:
     while training, or scales its output or leaves out a bias in one mode only, trains one
     function and evaluates, samples and is checked as another. Its parameters are first moved
     off their initial values (a zero bias left out changes nothing)."""
-    p = _off_init(subject)
+    p = _moved_probe(subject)
     if p.decoder.spec.dims.dropout:
         raise NotApplicable(f"dropout is {p.decoder.spec.dims.dropout}: the modes differ by design")
     inputs = p.inputs(BATCH, LENGTH)
@@ -114,7 +108,7 @@ def check_grad_modes_agree(subject: Subject) -> None:
     mode, evaluation under no_grad), but it must compute the same function there: a fast path
     that leaves out a bias or a scale makes the model sample from something it never trained.
     Its parameters are first moved off their initial values."""
-    p = _off_init(subject)
+    p = _moved_probe(subject)
     inputs = p.inputs(BATCH, LENGTH)
     tracked = p.run(_tracked(inputs))
     for label, mode in GRAD_MODES[1:]:
