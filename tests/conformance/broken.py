@@ -4,8 +4,10 @@ Each one is a small, realistic mistake a learner could make, built on a correct 
 """
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor, nn
 
@@ -13,17 +15,27 @@ import transformer_from_scratch as tfs
 from transformer_from_scratch.components.embedding import Embedding
 from transformer_from_scratch.components.gelu import GELU
 from transformer_from_scratch.components.layer_norm import LayerNorm
+from transformer_from_scratch.components.learned import Learned
 from transformer_from_scratch.components.multi_head import MultiHead
 from transformer_from_scratch.components.pre_norm import PreNorm
+from transformer_from_scratch.components.rotary import Rotary
 from transformer_from_scratch.core.cache import LayerCache
-from transformer_from_scratch.core.functional import affine, causal_mask, gelu
+from transformer_from_scratch.core.functional import (
+    affine,
+    causal_mask,
+    dropout,
+    gelu,
+    no_weight_dropout,
+)
 
 
 class _Kernel(nn.Module):
-    """Base for broken kernels: the textbook steps, each overridable."""
+    """Base for broken kernels: the textbook steps, each overridable (with the spec's dropout on
+    the weights while training)."""
 
     def __init__(self, dims: tfs.Dims) -> None:
         super().__init__()
+        self.dropout = dims.dropout
 
     def scores(self, q: Tensor, k: Tensor) -> Tensor:
         return q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
@@ -40,7 +52,7 @@ class _Kernel(nn.Module):
         if score_bias is not None:
             scores = scores + score_bias
         scores = scores.masked_fill(self.hidden(query_positions, key_positions), float("-inf"))
-        return self.weights(scores) @ v
+        return dropout(self.weights(scores), self.dropout, self.training) @ v
 
 
 class SeesOneFutureToken(_Kernel):
@@ -197,6 +209,11 @@ class TiledKernel(_Kernel):
     """
 
     tile, rescale = 128, False
+
+    @staticmethod
+    def validate(dims: tfs.Dims, options: Mapping[str, Any]) -> list[str]:
+        """No dropout: no tile holds a query's whole row of weights."""
+        return no_weight_dropout("tiled", dims)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
                 key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
@@ -698,4 +715,175 @@ class TokenShiftMLP(GELU):
 
 BROKEN += [
     ("mlp", "token_shift_mlp", TokenShiftMLP, [], {"check_position_wise"}),
+]  # fmt: skip
+
+
+class HiddenSizedByWidth(GELU):
+    """Reads only the first ``d_model`` hidden units (sized by the wrong dimension): the rest of
+    ``W_in``, ``b_in`` and ``W_out`` is never used, and any loss still falls."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        width = residual.shape[-1]
+        hidden = self.hook_post(gelu(self.hook_pre(affine(residual, self.W_in, self.b_in))))
+        return hidden[..., :width] @ self.W_out[:width] + self.b_out
+
+
+class PaddingRowEmbedding(Embedding):
+    """Zeroes token 0's vector, as if it were padding (GPT-2 has no padding id): that row of
+    the table never learns."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.weight[tokens] * (tokens != 0)[..., None]
+
+
+class GPT2SizedTable(tfs.PositionalEncoding):
+    """A learned position table of GPT-2's 1024 rows whatever ``n_ctx``: rows past ``n_ctx``
+    never learn (and positions past 1023 fail)."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(0.01 * torch.randn(1024, dims.d_model))
+
+    def embed(self, positions: Tensor) -> Tensor:
+        return self.weight[positions]
+
+
+class NoEpsilonNorm(LayerNorm):
+    """Layer norm dividing by the standard deviation with no epsilon: a constant or zero
+    vector (a padding position) gives 0 / 0."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        centred = residual - residual.mean(-1, keepdim=True)
+        scale = self.hook_scale(centred.pow(2).mean(-1, keepdim=True).sqrt())
+        return self.hook_normalized(centred / scale) * self.weight + self.bias
+
+
+BROKEN += [
+    ("mlp", "hidden_sized_by_width", HiddenSizedByWidth, [], {"check_gradient_reaches_every_parameter"}),
+    ("embedding", "padding_row_embedding", PaddingRowEmbedding, [], {"check_gradient_reaches_every_parameter"}),
+    ("positional", "gpt2_sized_table", GPT2SizedTable, ["additive"], {"check_gradient_reaches_every_parameter"}),
+    ("norm", "no_epsilon_norm", NoEpsilonNorm, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_finite_on_small_inputs"}),
+]  # fmt: skip
+
+
+class DropoutWithoutRescale(PreNorm):
+    """Drops sublayer outputs while training but never scales the rest by 1 / (1 - p): the
+    model trains on outputs (1 - p) times smaller than it is evaluated on."""
+
+    def _drop(self, update: Tensor) -> Tensor:
+        if not self.training or not self.dropout:
+            return update
+        return update * (torch.rand_like(update) >= self.dropout)
+
+
+class DropoutAsKeepProbability(_Kernel):
+    """Reads the spec's dropout as the probability of keeping a weight: still unbiased, but at
+    dropout 0.1 it drops nine weights in ten."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.keep, self.dropout = dims.dropout, 0.0
+
+    def weights(self, scores: Tensor) -> Tensor:
+        weights = torch.softmax(scores, dim=-1)
+        if not self.training or not self.keep:
+            return weights
+        return weights * (torch.rand_like(weights) < self.keep) / self.keep
+
+
+BROKEN += [
+    ("block", "dropout_without_rescale", DropoutWithoutRescale, ["identity_path", "resid_mid"], {"check_dropout_while_training"}),
+    ("attention_kernel", "dropout_as_keep_probability", DropoutAsKeepProbability, ["exact", "kv_cache", "score_bias"], {"check_dropout_while_training"}),
+]  # fmt: skip
+
+
+class AnglesInInputDtype(Rotary):
+    """Rotary embedding computing its angles on the fly in the queries' dtype: exact in
+    float32, but bfloat16 holds position 5003 as 4992, so long contexts turn by wrong angles."""
+
+    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        width = self.rotated
+        frequencies = 10000.0 ** -(torch.arange(0, width, 2, dtype=x.dtype) / width)
+        angles = positions.to(x.dtype)[:, None] * frequencies
+        angles = torch.cat([angles, angles], dim=-1)
+        first, second = x[..., :width].chunk(2, dim=-1)
+        turned = x[..., :width] * angles.cos() + torch.cat([-second, first], -1) * angles.sin()
+        return torch.cat([turned, x[..., width:]], dim=-1)
+
+
+class TableOf2048(Rotary):
+    """Rotary embedding with a cos/sin table of 2048 positions whatever ``n_ctx``."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(attrs.evolve(dims, n_ctx=2048))
+
+
+class ClampedAt1023(Learned):
+    """Learned positions read at ``min(position, 1023)``, GPT-2's last: past it every position
+    looks the same."""
+
+    def embed(self, positions: Tensor) -> Tensor:
+        return self.weight[positions.clamp(max=1023)]
+
+
+class MaskBufferOf2048(_Kernel):
+    """A causal mask kept as a 2048 x 2048 buffer (as nanoGPT keeps its block size's), read at
+    the positions given: fine until position 2048."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        allowed = torch.ones(2048, 2048, dtype=torch.bool).tril()
+        self.register_buffer("allowed", allowed, persistent=False)
+
+    def hidden(self, qp: Tensor, kp: Tensor) -> Tensor:
+        return ~self.allowed[qp][:, kp]
+
+
+BROKEN += [
+    ("positional", "angles_in_input_dtype", AnglesInInputDtype, ["rotary"], {"check_far_positions"}),
+    ("positional", "table_of_2048", TableOf2048, ["rotary"], {"check_far_positions"}),
+    ("positional", "clamped_at_1023", ClampedAt1023, ["additive"], {"check_far_positions"}),
+    ("attention_kernel", "mask_buffer_of_2048", MaskBufferOf2048, ["exact", "kv_cache", "score_bias"], {"check_far_positions"}),
+]  # fmt: skip
+
+
+class HeadWidthFromModelWidth(_Kernel):
+    """Scales scores by ``1/sqrt(d_model // n_heads)``, which is ``d_head`` only when the heads
+    together are exactly as wide as the model (GPT-2's sizes, not a rule of the contract)."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.scale = 1 / math.sqrt(dims.d_model // dims.n_heads)
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        return q @ k.transpose(-1, -2) * self.scale
+
+
+BROKEN += [
+    ("attention_kernel", "head_width_from_model_width", HeadWidthFromModelWidth, ["exact", "kv_cache", "score_bias"], {"check_other_sizes"}),
+]  # fmt: skip
+
+
+class SeedsItsDropout(PreNorm):
+    """Reseeds torch's generator before each dropout mask "for reproducibility": every step
+    drops the same entries, and every later draw of the run repeats too."""
+
+    def _drop(self, update: Tensor) -> Tensor:
+        if self.training and self.dropout:
+            torch.manual_seed(1234)
+        return dropout(update, self.dropout, self.training)
+
+
+class ReseedsInForward(GELU):
+    """Calls ``torch.manual_seed`` in its forward pass "for reproducibility": harmless to its
+    own output, but the data order and dropout of the whole run now repeat every step."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        torch.manual_seed(1234)
+        return super().forward(residual)
+
+
+BROKEN += [
+    ("block", "seeds_its_dropout", SeedsItsDropout, ["identity_path", "resid_mid"], {"check_dropout_while_training"}),
+    ("mlp", "reseeds_in_forward", ReseedsInForward, [], {"check_eval_deterministic"}),
 ]  # fmt: skip

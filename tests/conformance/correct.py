@@ -4,13 +4,18 @@ Each sits beside a broken one in ``broken.py``: the suite must tell the two apar
 """
 
 import math
+from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+import transformer_from_scratch as tfs
 from tests.conformance.broken import TiledKernel, _Kernel
 from transformer_from_scratch.components.gelu import GELU
-from transformer_from_scratch.core.functional import affine
+from transformer_from_scratch.components.pre_norm import PreNorm
+from transformer_from_scratch.core.cache import LayerCache
+from transformer_from_scratch.core.functional import affine, dropout, gelu
+from transformer_from_scratch.core.hooks import HookPoint
 
 
 class TiledRescaled(TiledKernel):
@@ -40,7 +45,8 @@ class BFloat16Softmax(_Kernel):
         if score_bias is not None:
             scores = scores + score_bias.float()
         scores = scores.masked_fill(self.hidden(query_positions, key_positions), float("-inf"))
-        return (torch.softmax(scores, dim=-1).to(low) @ v.to(low)).to(q.dtype)
+        weights = dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        return (weights.to(low) @ v.to(low)).to(q.dtype)
 
 
 class StableSiLU(GELU):
@@ -59,6 +65,54 @@ class FollowsDevice(GELU):
         return super().forward(residual) * gate
 
 
+class ReZero(nn.Module):
+    """ReZero (Bachlechner et al. 2020): no norms, each sublayer's output scaled by a learned
+    number that starts at 0, so the block starts as the identity and its sublayers receive no
+    gradient until that number moves."""
+
+    def __init__(self, dims: tfs.Dims, attention: nn.Module, mlp: nn.Module,
+                 make_norm: Callable[[], nn.Module]) -> None:  # fmt: skip
+        super().__init__()
+        self.attention, self.mlp, self.dropout = attention, mlp, dims.dropout
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.hook_resid_mid = HookPoint()
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        attended = self.attention(residual, positional=positional, positions=positions, cache=cache)
+        residual = self.hook_resid_mid(residual + self._drop(self.alpha * attended))
+        out: Tensor = residual + self._drop(self.alpha * self.mlp(residual))
+        return out
+
+    def _drop(self, update: Tensor) -> Tensor:
+        return dropout(update, self.dropout, self.training)
+
+
+class TopTwoOfFour(GELU):
+    """A mixture of four experts, each a quarter of the hidden units, each position sent to
+    its two highest-scoring ones (Shazeer et al. 2017): the others' units are zeroed, so an
+    expert learns only from the positions routed to it."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.router = nn.Parameter(0.02 * torch.randn(dims.d_model, 4))
+
+    def forward(self, residual: Tensor) -> Tensor:
+        scores = residual @ self.router
+        top, chosen = scores.topk(2, dim=-1)
+        gates = torch.zeros_like(scores).scatter(-1, chosen, torch.softmax(top, dim=-1))
+        per_unit = gates.repeat_interleave(self.W_in.shape[1] // 4, dim=-1)
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(self.hook_post(gelu(pre) * per_unit), self.W_out, self.b_out)
+
+
+class WithoutDropout(PreNorm):
+    """A block with no dropout of its own: not at fault (the suite says so instead)."""
+
+    def _drop(self, update: Tensor) -> Tensor:
+        return update
+
+
 # (kind, name, factory, capabilities)
 CORRECT = [
     ("attention_kernel", "tiled_rescaled", TiledRescaled, ["exact", "kv_cache", "score_bias"]),
@@ -66,4 +120,7 @@ CORRECT = [
     ("attention_kernel", "bfloat16_softmax", BFloat16Softmax, ["kv_cache", "score_bias"]),
     ("mlp", "stable_silu", StableSiLU, []),
     ("mlp", "follows_device", FollowsDevice, []),
+    ("block", "rezero", ReZero, ["identity_path", "resid_mid"]),
+    ("mlp", "top_two_of_four", TopTwoOfFour, []),
+    ("block", "without_dropout", WithoutDropout, ["identity_path", "resid_mid"]),
 ]

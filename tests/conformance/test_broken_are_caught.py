@@ -15,7 +15,8 @@ def test_registry() -> tfs.Registry:
     registry = tfs.load_registry(autoload=False)
     extra = tfs.Registry(Provider("broken-and-correct", "tests", "0"))
     for kind, name, factory, capabilities, *_ in BROKEN + CORRECT:
-        extra.register(kind, name, factory, capabilities=capabilities)
+        validate = getattr(factory, "validate", None)
+        extra.register(kind, name, factory, capabilities=capabilities, validate=validate)
     registry.merge(extra)
     return registry
 
@@ -113,3 +114,11 @@ def test_autograd_errors_from_any_kind_are_put_in_words(test_registry: tfs.Regis
     assert messages["check_gradient_reaches_every_parameter"].startswith(
         "its output has no gradient at all: is something computed under torch.no_grad()"
     )
+
+
+def test_a_part_with_no_dropout_of_its_own_is_told_not_failed(test_registry: tfs.Registry) -> None:
+    [subject] = conformance.select(test_registry, ["without_dropout"])
+    check = next(c for c in conformance.CHECKS if c.name == "check_dropout_while_training")
+    result = conformance.run_one(subject, check)
+    assert result.outcome is conformance.Outcome.NOT_APPLICABLE
+    assert "drops nothing itself" in result.message and "validate()" in result.message

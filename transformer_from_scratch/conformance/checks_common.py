@@ -59,30 +59,77 @@ def check_finite(subject: Subject) -> None:
 
 
 def check_gradient_reaches_every_parameter(subject: Subject) -> None:
-    """A loss on its output sends a non-zero gradient to each of its parameters."""
-    p = probe(subject, subject.decoder().train())
+    """A loss on its output sends a gradient to every entry of every parameter, when the input
+    holds every token id and every position (an entry nothing reads can never learn).
+
+    Parameters are first moved off their initial values: a zero-initialised gate (ReZero,
+    LayerScale) blocks its sublayer's gradient only until its first step."""
+    p = probe(subject, subject.moved_decoder().train())
     params = dict(p.owner.named_parameters())
     if not params:
         raise NotApplicable("it has no parameters")
-    out = p.run(p.inputs(BATCH, LENGTH))
+    out = p.run(_covering_inputs(p))
     (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     dead = [n for n, w in params.items() if w.grad is None or not bool(w.grad.abs().sum() > 0)]
     if dead:
         raise CheckFailed(
             f"no gradient reaches parameter(s) {', '.join(dead)}: they can never learn"
         )
+    partly = [_dead_entries(n, w) for n, w in params.items() if _has_zero(w.grad)]
+    if partly:
+        raise CheckFailed(
+            f"{'; '.join(partly)}, although the input held every token id and every position: "
+            "those entries are never read (a slice, a fixed size, a masked row), so they can "
+            "never learn"
+        )
+
+
+def _covering_inputs(p: Probe) -> dict[str, torch.Tensor]:
+    """Random inputs over the whole context, in which every token id appears."""
+    dims = p.decoder.spec.dims
+    batch = max(BATCH, -(-dims.d_vocab // dims.n_ctx))
+    inputs = p.inputs(batch, dims.n_ctx)
+    if "tokens" in inputs:
+        generator = torch.Generator().manual_seed(3)
+        order = torch.randperm(batch * dims.n_ctx, generator=generator) % dims.d_vocab
+        inputs["tokens"] = order.view(batch, dims.n_ctx).to(inputs["tokens"].device)
+    return inputs
+
+
+def _has_zero(grad: torch.Tensor | None) -> bool:
+    return grad is not None and bool((grad == 0).any())
+
+
+def _dead_entries(name: str, param: torch.nn.Parameter) -> str:
+    assert param.grad is not None
+    zero = param.grad == 0
+    first = tuple(zero.nonzero()[0].tolist())
+    return (
+        f"{int(zero.sum())} of {param.numel()} entries of parameter {name} "
+        f"{tuple(param.shape)} get no gradient (the first at index {first})"
+    )
 
 
 def check_eval_deterministic(subject: Subject) -> None:
-    """In eval mode, the same input gives exactly the same output twice."""
+    """In eval mode, the same input gives exactly the same output twice, and torch's random
+    number generator is left as it was (nothing is drawn, nothing reseeded)."""
     p = _probe(subject)
     inputs = p.inputs(BATCH, LENGTH)
+    torch.rand(7)  # off the state any seed gives, so that reseeding shows
+    state = torch.get_rng_state()
     first, second = p.run(inputs), p.run(inputs)
     if not torch.equal(first, second):
         diff = (first - second).abs().max().item()
         raise CheckFailed(
             f"two eval-mode runs on one input differ by up to {diff:.3g}; is dropout or sampling "
             "left on?"
+        )
+    if not torch.equal(torch.get_rng_state(), state):
+        raise CheckFailed(
+            "an eval-mode run changed the state of torch's random number generator: it draws "
+            "random numbers, or reseeds the generator (torch.manual_seed), where nothing is "
+            "random; reseeding also makes every later draw of the run (data order, dropout) "
+            "repeat. Draw only while training, from the generator as it is"
         )
 
 

@@ -131,12 +131,18 @@ class _Constant(nn.Module):
         return residual * 0 + self.value
 
 
-def _block_output(subject: Subject, attention: Tensor, mlp: Tensor, x: Tensor) -> Tensor:
+def _block_output(
+    subject: Subject, attention: Tensor, mlp: Tensor, x: Tensor, moved: bool = False
+) -> Tensor:
     decoder = subject.decoder()
     dims = decoder.spec.dims
     norm = subject.registry.get("norm", "layer_norm").factory
     block = subject.entry.factory(dims, attention=_Constant(attention), mlp=_Constant(mlp),
                                   make_norm=lambda: norm(dims), **subject.options)  # fmt: skip
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # off their initial values: a gate that starts at 0 (ReZero) opens
+        for param in filter(torch.is_floating_point, block.parameters() if moved else []):
+            param.add_(0.1 * torch.randn(param.shape, generator=generator).to(param))
     out: Tensor = block(x, positional=decoder.positional, positions=torch.arange(x.shape[1]))
     return out
 
@@ -164,10 +170,10 @@ def check_block_uses_both_sublayers(subject: Subject) -> None:
     width = subject.sizes["d_model"]
     x = torch.randn(2, 5, width, generator=generator)
     zero, some = torch.zeros(width), torch.randn(width, generator=generator)
-    base = _block_output(subject, zero, zero, x)
-    sublayers = [("attention", _block_output(subject, some, zero, x))]
+    base = _block_output(subject, zero, zero, x, moved=True)
+    sublayers = [("attention", _block_output(subject, some, zero, x, moved=True))]
     if not subject.has("attention_only"):  # it has no MLP to use
-        sublayers.append(("MLP", _block_output(subject, zero, some, x)))
+        sublayers.append(("MLP", _block_output(subject, zero, some, x, moved=True)))
     for name, out in sublayers:
         if torch.allclose(out, base, atol=1e-6):
             raise CheckFailed(

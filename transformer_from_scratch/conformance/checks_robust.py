@@ -10,7 +10,7 @@ from torch.overrides import TorchFunctionMode
 
 from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH
 from transformer_from_scratch.conformance.probes import Inputs, Probe, probe
-from transformer_from_scratch.conformance.results import CheckFailed
+from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
 from transformer_from_scratch.conformance.subject import Subject
 
 # A trained residual stream has norms in the hundreds and single entries in the tens; trained
@@ -64,6 +64,41 @@ def check_finite_at_scale(subject: Subject) -> None:
                 f"trained model's size ({sizes or 'token ids'}), {found}: is something like "
                 "exp(x) computed where it can overflow? Use torch.sigmoid / torch.softmax or "
                 "subtract the maximum first"
+            )
+
+
+# Inputs a model meets that random ones never are: a padding position's zero vector, a vector
+# with no spread (all entries equal), one far below the weights' scale.
+SMALL_INPUTS: dict[str, Callable[[Tensor], Tensor]] = {
+    "zero vectors": torch.zeros_like,
+    "vectors whose entries are all equal (2.5)": lambda x: torch.full_like(x, 2.5),
+    "vectors of size 1e-20": lambda x: x * 1e-20,
+}
+
+
+def check_finite_on_small_inputs(subject: Subject) -> None:
+    """Outputs and gradients stay finite for zero, constant and tiny input vectors."""
+    p = probe(subject, subject.moved_decoder().eval())
+    base = p.inputs(BATCH, LENGTH)
+    if "tokens" in base:
+        raise NotApplicable("its input is token ids, which have no size")
+    for label, make in SMALL_INPUTS.items():
+        inputs = {n: make(x).requires_grad_() for n, x in base.items()}
+        out = p.call(inputs)
+        found = _where("the output", out)
+        if found is None:
+            weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+            (out * weights).sum().backward()
+            grads = {f"the gradient of {n}": x.grad for n, x in inputs.items()}
+            grads |= {f"the gradient of parameter {n}": w.grad
+                      for n, w in p.owner.named_parameters()}  # fmt: skip
+            found = next((w for n, g in grads.items() if g is not None and (w := _where(n, g))),
+                         None)  # fmt: skip
+        p.owner.zero_grad()
+        if found:
+            raise CheckFailed(
+                f"for inputs of {label}, {found}: is something divided by a norm, a spread or a "
+                "sum that can be 0? Add an epsilon inside the square root (as layer norm does)"
             )
 
 

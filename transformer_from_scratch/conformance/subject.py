@@ -24,15 +24,19 @@ TINY_SIZES: dict[str, Any] = {
 }
 
 # Other sizes, for checking that nothing is sized by hand: every size differs from the tiny
-# one, none is a power of two but the head counts, and two query heads share each key/value
-# head (grouped-query attention, which the attention contract asks for through n_kv_heads).
+# one and from every other, none is a power of two but the head counts, the heads together are
+# wider than d_model (4 x 6 = 24 against 20: n_heads * d_head need not be d_model, and
+# d_model // n_heads is not d_head), two query heads share each key/value head (grouped-query
+# attention, which the attention contract asks for through n_kv_heads), and there are two
+# layers (so nothing a layer keeps can be shared by another).
 OTHER_SIZES: dict[str, Any] = {
     **TINY_SIZES,
-    "d_model": 24,
+    "d_model": 20,
+    "n_layers": 2,
     "n_heads": 4,
     "n_kv_heads": 2,
     "d_head": 6,
-    "d_mlp": 40,
+    "d_mlp": 36,
     "d_vocab": 17,
     "n_ctx": 40,
 }

@@ -23,6 +23,12 @@ from transformer_from_scratch.conformance import (
     checks_decoder as dec,
 )
 from transformer_from_scratch.conformance import (
+    checks_dropout as drop,
+)
+from transformer_from_scratch.conformance import (
+    checks_far as far,
+)
+from transformer_from_scratch.conformance import (
     checks_gradient as grad,
 )
 from transformer_from_scratch.conformance import (
@@ -106,16 +112,17 @@ def _on(*kinds: str) -> frozenset[str]:
 KERNELS = _on("attention", "attention_kernel")
 BUT_KERNELS = ALL - {"attention_kernel"}  # (kernels are compared with the formula instead)
 _OTHER_SIZES = (
-    f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_heads']} heads of width "
+    f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_layers']} layers, "
+    f"{OTHER_SIZES['n_heads']} heads of width "
     f"{OTHER_SIZES['d_head']} sharing {OTHER_SIZES['n_kv_heads']} key/value heads, d_mlp "
     f"{OTHER_SIZES['d_mlp']}, {OTHER_SIZES['d_vocab']} token ids, n_ctx {OTHER_SIZES['n_ctx']}"
 )
 
 
 def check_other_sizes(subject: Subject) -> None:
-    """Built at other sizes (d_model 24, four heads of width 6 sharing two key/value heads,
-    d_mlp 40, 17 token ids, n_ctx 40), it passes again every check that compares its values:
-    no size is written into the code."""
+    """Built at other sizes (d_model 20, two layers, four heads of width 6 sharing two
+    key/value heads, d_mlp 36, 17 token ids, n_ctx 40), it passes again every check that
+    compares its values: no size is written into the code."""
     ran = 0
     for check in CHECKS:
         if subject.kind in check.kinds & check.resized:
@@ -136,12 +143,15 @@ CHECKS: tuple[Check, ...] = (
     Check(common.check_output_contract, ALL, resized=ALL),
     Check(common.check_finite, ALL, resized=ALL),
     Check(rob.check_finite_at_scale, ALL),
+    Check(rob.check_finite_on_small_inputs, ALL),
     Check(common.check_gradient_reaches_every_parameter, ALL),
     Check(grad.check_backward_is_derivative, BUT_KERNELS),
     Check(common.check_eval_deterministic, ALL),
     Check(modes.check_train_eval_agree, ALL),
     Check(modes.check_grad_modes_agree, ALL),
     Check(modes.check_leaves_inputs_alone, ALL),
+    Check(drop.check_dropout_off_in_eval, ALL),
+    Check(drop.check_dropout_while_training, _on("attention_kernel", "block")),
     Check(common.check_batch_independent, ALL, resized=ALL),
     Check(common.check_position_wise, _on("embedding", "norm", "mlp", "unembedding"), resized=ALL),
     Check(common.check_float64, ALL),
@@ -162,6 +172,7 @@ CHECKS: tuple[Check, ...] = (
     Check(pos.check_position_reaches_model, _on("positional"), learning=True),
     Check(pos.check_distinct_positions, _on("positional"), resized=ALL),
     Check(pos.check_rotary_is_relative, _on("positional"), resized=ALL),
+    Check(far.check_far_positions, _on("attention_kernel", "positional")),
     Check(parts.check_learns_bigrams, _on("embedding", "unembedding"), learning=True),
     Check(parts.check_tied_shares_tensor, _on("unembedding")),
     Check(parts.check_normalises, _on("norm"), resized=ALL),

@@ -107,8 +107,11 @@ position `i` may see a key at position `j` only if `j <= i`; with a `window` opt
 `[head query_pos key_pos]`, added to the scaled scores before the mask and the softmax. Scale
 the scores by `1/sqrt(d_head)`. Return
 `[batch head query_pos d_head]` in the inputs' dtype; half-precision inputs may be accumulated in
-float32 inside. Keep a window as `self.window`: when someone asks for attention patterns, the
-attention computes them by the formula with that window (an exact kernel must agree).
+float32 inside. While training, drop each attention weight with probability `dims.dropout`,
+scaling the rest by `1/(1 - dims.dropout)` (`functional.dropout`); a kernel that cannot refuses
+`dropout > 0` in its `validate`. Keep a window as `self.window`: when someone asks for
+attention patterns, the attention computes them by the formula with that window (an exact
+kernel must agree).
 """,
         ),
         KindInfo(
@@ -186,7 +189,8 @@ norm each time it is called. `forward(residual, *,
 positional, positions, cache=None)` returns the residual stream after the block
 `[batch pos d_model]`: call `attention(x, positional=positional, positions=positions,
 cache=cache)` and `mlp(x)` and add their outputs into the stream in the layout you implement.
-Hand the `cache` on to the attention unchanged.
+Hand the `cache` on to the attention unchanged. While training, drop each sublayer's output
+with probability `dims.dropout` before adding it (`functional.dropout`).
 """,
             hooks={"hook_resid_mid": "batch pos d_model"},
         ),
