@@ -887,3 +887,32 @@ BROKEN += [
     ("block", "seeds_its_dropout", SeedsItsDropout, ["identity_path", "resid_mid"], {"check_dropout_while_training"}),
     ("mlp", "reseeds_in_forward", ReseedsInForward, [], {"check_eval_deterministic"}),
 ]  # fmt: skip
+
+
+class BiasBeforeNormalising(LayerNorm):
+    """Layer norm adding its bias before normalising (``LN(x + b) * g``): while the bias is
+    zero, as at initialisation, nothing shows; once trained, scaling the input changes the
+    output."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        shifted = residual + self.bias
+        centred = shifted - shifted.mean(-1, keepdim=True)
+        scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(centred / scale) * self.weight
+
+
+class GainBeforeNormalising(LayerNorm):
+    """Layer norm multiplying by its gain before normalising (``LN(x * g) + b``): while the
+    gain is one nothing shows; once trained, shifting the input changes the output."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        scaled = residual * self.weight
+        centred = scaled - scaled.mean(-1, keepdim=True)
+        scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(centred / scale) + self.bias
+
+
+BROKEN += [
+    ("norm", "bias_before_normalising", BiasBeforeNormalising, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_norm_invariances"}),
+    ("norm", "gain_before_normalising", GainBeforeNormalising, ["zero_mean", "unit_rms", "scale_invariant", "shift_invariant"], {"check_norm_invariances"}),
+]  # fmt: skip

@@ -101,8 +101,8 @@ class Check:
 
     @property
     def description(self) -> str:
-        """The first line of the function's docstring."""
-        return (inspect.getdoc(self.function) or "").splitlines()[0]
+        """The first paragraph of the function's docstring, as one line."""
+        return " ".join((inspect.getdoc(self.function) or "").split("\n\n")[0].split())
 
 
 def _on(*kinds: str) -> frozenset[str]:
