@@ -4,7 +4,8 @@ Each sits beside a broken one in ``broken.py``: the suite must tell the two apar
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 import transformer_from_scratch as tfs
 from tests.conformance.broken import TiledKernel, _Kernel
 from transformer_from_scratch.components.gelu import GELU
+from transformer_from_scratch.components.multi_head import MultiHead
 from transformer_from_scratch.components.pre_norm import PreNorm
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.functional import affine, dropout, gelu
@@ -113,6 +115,22 @@ class WithoutDropout(PreNorm):
         return update
 
 
+class HeadsAsWideAsTheModel(MultiHead):
+    """Attention that, like any with one fused ``[d_model, 3 d_model]`` projection, needs the
+    heads exactly as wide as the model, and says so in ``validate`` instead of failing later."""
+
+    def __init__(self, dims: tfs.Dims, kernel: nn.Module) -> None:
+        super().__init__(dims, kernel)
+
+    @staticmethod
+    def validate(dims: tfs.Dims, options: Mapping[str, Any]) -> list[str]:
+        """The heads together must be exactly as wide as the model."""
+        if dims.n_heads * dims.d_head == dims.d_model:
+            return []
+        return [f"n_heads * d_head = {dims.n_heads * dims.d_head} must equal d_model = "
+                f"{dims.d_model} (one fused projection)"]  # fmt: skip
+
+
 # (kind, name, factory, capabilities)
 CORRECT = [
     ("attention_kernel", "tiled_rescaled", TiledRescaled, ["exact", "kv_cache", "score_bias"]),
@@ -123,4 +141,5 @@ CORRECT = [
     ("block", "rezero", ReZero, ["identity_path", "resid_mid"]),
     ("mlp", "top_two_of_four", TopTwoOfFour, []),
     ("block", "without_dropout", WithoutDropout, ["identity_path", "resid_mid"]),
-]
+    ("attention", "heads_as_wide_as_the_model", HeadsAsWideAsTheModel, ["kv_cache", "rotary", "score_bias"]),
+]  # fmt: skip

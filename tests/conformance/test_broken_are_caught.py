@@ -122,3 +122,15 @@ def test_a_part_with_no_dropout_of_its_own_is_told_not_failed(test_registry: tfs
     result = conformance.run_one(subject, check)
     assert result.outcome is conformance.Outcome.NOT_APPLICABLE
     assert "drops nothing itself" in result.message and "validate()" in result.message
+
+
+def test_a_part_refusing_the_other_sizes_is_checked_at_sizes_it_accepts(
+    test_registry: tfs.Registry,
+) -> None:
+    [subject] = conformance.select(test_registry, ["heads_as_wide_as_the_model"])
+    check = next(c for c in conformance.CHECKS if c.name == "check_other_sizes")
+    result = conformance.run_one(subject, check)
+    assert result.outcome is conformance.Outcome.PASSED
+    assert "it refuses the other sizes" in result.message
+    assert "must equal d_model = 20" in result.message
+    assert "heads as wide as the model" in result.message

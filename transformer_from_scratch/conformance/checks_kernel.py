@@ -176,10 +176,44 @@ def check_gradients_match_reference(subject: Subject) -> str | None:
                         + ("" if layout == "contiguous" else _STRIDES)
                     )
                 worst = max(worst, diff)
+    notes = [_bias_gradient(subject, kernel, window)] if subject.has("score_bias") else []
     if worst > 1e-8:
-        return (
+        notes.append(
             f"gradients agree to float32 precision but not float64 (off by up to {worst:.2g}): "
             "it computes in a lower precision internally"
+        )
+    return "; ".join(n for n in notes if n) or None
+
+
+def _bias_gradient(subject: Subject, kernel: nn.Module, window: int | None) -> str | None:
+    """A learned score bias (T5's relative buckets, trainable ALiBi slopes) gets the formula's
+    gradient, or the kernel refuses one with an error; it is never silently held fixed."""
+    q, k, v, bias = _case(subject, 13, seed=7, dtype=torch.float64)
+    assert bias is not None
+    q, k, v = (x.requires_grad_() for x in (q, k, v))  # as in training
+    pos = torch.arange(13)
+    weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).double()
+    learned = bias.detach().clone().requires_grad_()
+    try:
+        out = kernel(q, k, v, query_positions=pos, key_positions=pos, score_bias=learned)
+    except Exception as exc:  # refusing a bias that requires grad is honest
+        return f"it refuses a score bias that requires grad ({type(exc).__name__}: {exc})"
+    [mine] = torch.autograd.grad((out * weights).sum(), learned, allow_unused=True)
+    ref_bias = bias.detach().clone().requires_grad_()
+    ref = reference_attention(q, k, v, pos, pos, ref_bias, window)
+    [expected] = torch.autograd.grad((ref * weights).sum(), ref_bias)
+    if (mine is None or not bool(mine.abs().sum() > 0)) and bool(expected.abs().sum() > 0):
+        raise CheckFailed(
+            "no gradient reaches a score bias that requires grad: a learned bias (T5's relative "
+            "buckets, trainable ALiBi slopes) would silently never train. Send it the gradient "
+            "of the scores, or raise an error when score_bias.requires_grad"
+        )
+    mine = torch.zeros_like(expected) if mine is None else mine
+    if not torch.allclose(mine, expected, atol=1e-4, rtol=1e-3):
+        raise CheckFailed(
+            f"the gradient for the score bias differs from the formula's by "
+            f"{(mine - expected).abs().max().item():.3g}: it is the scores' gradient, masked "
+            "like the scores, summed over the batch"
         )
     return None
 

@@ -60,9 +60,15 @@ from transformer_from_scratch.conformance.results import (
     Report,
 )
 from transformer_from_scratch.conformance.subject import OTHER_SIZES, Subject
-from transformer_from_scratch.core.errors import TfsError, did_you_mean, unknown_name_message
+from transformer_from_scratch.core.errors import (
+    SpecError,
+    TfsError,
+    did_you_mean,
+    unknown_name_message,
+)
 from transformer_from_scratch.core.plugins import default_registry, load_registry
 from transformer_from_scratch.core.registry import Entry, Factory, Provider, Registry
+from transformer_from_scratch.core.validate import check_spec
 
 ALL = frozenset(
     [
@@ -111,31 +117,61 @@ def _on(*kinds: str) -> frozenset[str]:
 
 KERNELS = _on("attention", "attention_kernel")
 BUT_KERNELS = ALL - {"attention_kernel"}  # (kernels are compared with the formula instead)
-_OTHER_SIZES = (
-    f"d_model {OTHER_SIZES['d_model']}, {OTHER_SIZES['n_layers']} layers, "
-    f"{OTHER_SIZES['n_heads']} heads of width "
-    f"{OTHER_SIZES['d_head']} sharing {OTHER_SIZES['n_kv_heads']} key/value heads, d_mlp "
-    f"{OTHER_SIZES['d_mlp']}, {OTHER_SIZES['d_vocab']} token ids, n_ctx {OTHER_SIZES['n_ctx']}"
+# What a part may refuse in its validate() (a fused projection needs n_heads * d_head ==
+# d_model; some attention has no grouped-query form): the other sizes with that given up.
+FALLBACK_SIZES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("heads as wide as the model", {"d_model": 24}),
+    ("no shared key/value heads", {"d_model": 24, "n_kv_heads": OTHER_SIZES["n_heads"]}),
 )
 
 
-def check_other_sizes(subject: Subject) -> None:
+def _in_words_sizes(sizes: Mapping[str, Any]) -> str:
+    return (
+        f"d_model {sizes['d_model']}, {sizes['n_layers']} layers, {sizes['n_heads']} heads of "
+        f"width {sizes['d_head']} sharing {sizes['n_kv_heads']} key/value heads, d_mlp "
+        f"{sizes['d_mlp']}, {sizes['d_vocab']} token ids, n_ctx {sizes['n_ctx']}"
+    )
+
+
+def check_other_sizes(subject: Subject) -> str | None:
     """Built at other sizes (d_model 20, two layers, four heads of width 6 sharing two
     key/value heads, d_mlp 36, 17 token ids, n_ctx 40), it passes again every check that
-    compares its values: no size is written into the code."""
+    compares its values: no size is written into the code.
+
+    A part whose validate() refuses those sizes is checked at the nearest it accepts (heads as
+    wide as the model, then no shared key/value heads), and told so."""
+    sizes, note = _accepted_sizes(subject)
     ran = 0
     for check in CHECKS:
         if subject.kind in check.kinds & check.resized:
-            outcome, message = _attempt(subject.resized(OTHER_SIZES), check)
+            outcome, message = _attempt(subject.resized(sizes), check)
             if outcome is Outcome.FAILED:
                 raise CheckFailed(
-                    f"at other sizes ({_OTHER_SIZES}), {check.name} fails: "
+                    f"at other sizes ({_in_words_sizes(sizes)}), {check.name} fails: "
                     f"{message.rstrip('.')} (is a size written into the code instead of read "
                     "from dims or the inputs' shapes?)"
                 )
             ran += outcome is Outcome.PASSED
     if not ran:
         raise NotApplicable("no check of its values applies to it")
+    return note
+
+
+def _accepted_sizes(subject: Subject) -> tuple[dict[str, Any], str | None]:
+    """The other sizes, or the first fallback its spec validation accepts."""
+    try:
+        check_spec(subject.resized(OTHER_SIZES).spec(), subject.registry)
+        return dict(OTHER_SIZES), None
+    except SpecError as refused:
+        first = str(refused).splitlines()[-1].strip(" -")
+    for label, changes in FALLBACK_SIZES:
+        sizes = {**OTHER_SIZES, **changes}
+        try:
+            check_spec(subject.resized(sizes).spec(), subject.registry)
+        except SpecError:
+            continue
+        return sizes, f"it refuses the other sizes ({first}); checked with {label} instead"
+    raise CheckFailed(f"it refuses every size tried ({first})")
 
 
 CHECKS: tuple[Check, ...] = (
@@ -186,7 +222,7 @@ CHECKS: tuple[Check, ...] = (
     Check(dec.check_decoder_trains, ALL, learning=True),
     Check(dec.check_decoder_checkpoint_round_trip, ALL),
     Check(check_other_sizes, ALL),
-    Check(hooks.check_hooks_fire, ALL),
+    Check(hooks.check_hooks_fire, ALL, resized=ALL),
     Check(hooks.check_hooks_are_live, ALL),
     Check(hooks.check_pattern_is_a_distribution, KERNELS),
     Check(dec.check_combinations, _on("attention_kernel", "positional")),
