@@ -946,3 +946,42 @@ class IgnoresKeyValueHeads(MultiHead):
 BROKEN += [
     ("attention", "ignores_key_value_heads", IgnoresKeyValueHeads, ["kv_cache", "rotary", "score_bias"], {"check_other_sizes"}),
 ]  # fmt: skip
+
+
+class ReluInPlaceAfterHook(GELU):
+    """A ReLU MLP applying ``torch.relu_`` to the tensor ``hook_pre`` just passed on: the
+    model is right, but ``run_with_cache`` then shows the pre-activations already clipped."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(self.hook_post(torch.relu_(pre)), self.W_out, self.b_out)
+
+
+BROKEN += [
+    ("mlp", "relu_in_place_after_hook", ReluInPlaceAfterHook, [], {"check_hooks_fire"}),
+]  # fmt: skip
+
+
+def _read_as_contiguous(x: Tensor) -> Tensor:
+    """``x``'s memory read with the strides a contiguous tensor of its shape would have (what
+    a hand-written kernel does when it takes a pointer and assumes row-major order)."""
+    strides = [1]
+    for size in reversed(x.shape[1:]):
+        strides.insert(0, strides[0] * size)
+    return torch.as_strided(x, x.shape, strides, x.storage_offset())
+
+
+class AssumesContiguousInputs(_Kernel):
+    """Reads queries, keys and values as if they were contiguous: right in a test with fresh
+    tensors, scrambled in a decoder, which sends them as transposed views."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        q, k, v = (_read_as_contiguous(x) for x in (q, k, v))
+        return super().forward(q, k, v, query_positions=query_positions,
+                               key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+
+
+BROKEN += [
+    ("attention_kernel", "assumes_contiguous_inputs", AssumesContiguousInputs, ["exact", "kv_cache", "score_bias"], {"check_matches_reference", "check_decoder_kv_cache"}),
+]  # fmt: skip

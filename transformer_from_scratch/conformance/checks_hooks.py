@@ -74,15 +74,18 @@ def check_hooks_fire(subject: Subject) -> None:
     expected = {**_decoder_owed(decoder), **owed(subject, decoder)}
     _require_present(decoder, expected, subject.kind)
     fired: dict[str, list[tuple[int, ...]]] = {name: [] for name in decoder.hook_points()}
+    seen: list[tuple[str, Tensor, Tensor]] = []
 
     def record(activation: Tensor, hook: HookPoint) -> None:
         fired[hook.name].append(tuple(activation.shape))
+        seen.append((hook.name, activation, activation.clone()))
 
     with torch.no_grad():
         plain = decoder(tokens)
         with decoder.hooks([(lambda name: True, record)]):  # all of them: caching everything
             hooked = require_finite(decoder(tokens), "the logits with every hook listened to")
     _require_each_fired(fired, expected, _sizes(decoder), subject.kind)
+    _require_untouched_after(seen)
     if not torch.allclose(hooked, plain, atol=ATOL, rtol=ATOL):
         diff = (hooked - plain).abs().max().item()
         raise CheckFailed(
@@ -90,6 +93,20 @@ def check_hooks_fire(subject: Subject) -> None:
             "activation must not change the model (does the written-out path a hook needs — a "
             "norm's scale, attention's pattern — compute the same thing, with the same window?)"
         )
+
+
+def _require_untouched_after(seen: list[tuple[str, Tensor, Tensor]]) -> None:
+    """No activation is changed in place after its hook point passed it on: run_with_cache
+    keeps that very tensor (as TransformerLens does), and so does any patch or probe."""
+    for name, activation, copy in seen:
+        if not torch.equal(activation, copy):
+            diff = (activation.double() - copy.double()).abs().max().item()
+            raise CheckFailed(
+                f"the activation at {name} was changed in place (by up to {diff:.3g}) after its "
+                "hook point passed it on, so a cache (run_with_cache) shows values the model "
+                "never had there; compute the next step into a new tensor (torch.relu(x), not "
+                "torch.relu_(x) or x += ...)"
+            )
 
 
 def _leaf(name: str) -> str:

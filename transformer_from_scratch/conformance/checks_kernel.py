@@ -71,8 +71,9 @@ def _case(
 def _compare(subject: Subject, kernel: nn.Module, dtype: torch.dtype, lengths: tuple[int, ...],
              atol: float, rtol: float) -> None:  # fmt: skip
     window = subject.options.get("window")
-    for length in lengths:
+    for length, layout in [(n, layout) for n in lengths for layout in _LAYOUTS]:
         q, k, v, bias = _case(subject, length, seed=length, dtype=dtype)
+        q, k, v = (_LAYOUTS[layout](x) for x in (q, k, v))
         pos = torch.arange(length)
         out = kernel(q, k, v, query_positions=pos, key_positions=pos, score_bias=bias)
         expected = reference_attention(q, k, v, pos, pos, bias, window)
@@ -84,12 +85,34 @@ def _compare(subject: Subject, kernel: nn.Module, dtype: torch.dtype, lengths: t
         if not torch.allclose(out.double(), expected.double(), atol=atol, rtol=rtol):
             diff = (out.double() - expected.double()).abs()
             query = int(diff.amax(dim=(0, 1, 3)).argmax())
-            raise CheckFailed(
-                f"at length {length} ({dtype}), query position {query} differs from "
-                f"softmax(QK^T/sqrt(d_head) + bias + mask)V by {diff.max().item():.3g}; check "
-                "the score scale, the mask, the softmax axis and, past one tile, the rescaling "
-                "of running sums"
+            why = (
+                "check the score scale, the mask, the softmax axis and, past one tile, the "
+                "rescaling of running sums"
+                if layout == "contiguous"
+                else _INPUT_STRIDES
             )
+            raise CheckFailed(
+                f"at length {length} ({dtype}), with inputs {_LAYOUT_WORDS[layout]}, query "
+                f"position {query} differs from softmax(QK^T/sqrt(d_head) + bias + mask)V by "
+                f"{diff.max().item():.3g}; {why}"
+            )
+
+
+# Queries, keys and values as given in tests (contiguous) and as a decoder gives them: multi-head
+# attention splits the heads with a transpose, so they arrive as views with the head and position
+# strides swapped (same values, not contiguous).
+_LAYOUTS: dict[str, Callable[[Tensor], Tensor]] = {
+    "contiguous": lambda x: x,
+    "as a decoder sends them": lambda x: x.transpose(1, 2).contiguous().transpose(1, 2),
+}
+_LAYOUT_WORDS = {
+    "contiguous": "contiguous",
+    "as a decoder sends them": "laid out as a decoder sends them (transposed views)",
+}
+_INPUT_STRIDES = (
+    "it is right for contiguous inputs: does it read them by fixed strides (a pointer, .view, "
+    "as_strided)? Call .contiguous() first"
+)
 
 
 def check_matches_reference(subject: Subject) -> None:
