@@ -13,6 +13,7 @@ from torch import Tensor, nn
 import transformer_from_scratch as tfs
 from tests.conformance.broken import TiledKernel, _Kernel
 from transformer_from_scratch.components.gelu import GELU
+from transformer_from_scratch.components.learned import Learned
 from transformer_from_scratch.components.multi_head import MultiHead
 from transformer_from_scratch.components.pre_norm import PreNorm
 from transformer_from_scratch.core.cache import LayerCache
@@ -131,6 +132,35 @@ class HeadsAsWideAsTheModel(MultiHead):
                 f"{dims.d_model} (one fused projection)"]  # fmt: skip
 
 
+class ZeroOutputMLP(GELU):
+    """An MLP whose output projection starts at zero (as modded-nanogpt initialises it): at
+    initialisation it writes nothing, so nothing behind it is visible yet."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        with torch.no_grad():
+            self.W_out.zero_()
+
+
+class ZeroOutputAttention(MultiHead):
+    """Attention whose ``W_O`` starts at zero: no input, rotation or bias shows at first."""
+
+    def __init__(self, dims: tfs.Dims, kernel: nn.Module) -> None:
+        super().__init__(dims, kernel)
+        with torch.no_grad():
+            self.W_O.zero_()
+
+
+class UnitScaleLearned(Learned):
+    """Learned positions drawn N(0, 1), as ``nn.Embedding`` draws them (GPT-2 draws 0.01):
+    fifty times the token vectors' scale, so it learns more slowly."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        with torch.no_grad():
+            self.weight.normal_()
+
+
 # (kind, name, factory, capabilities)
 CORRECT = [
     ("attention_kernel", "tiled_rescaled", TiledRescaled, ["exact", "kv_cache", "score_bias"]),
@@ -142,4 +172,7 @@ CORRECT = [
     ("mlp", "top_two_of_four", TopTwoOfFour, []),
     ("block", "without_dropout", WithoutDropout, ["identity_path", "resid_mid"]),
     ("attention", "heads_as_wide_as_the_model", HeadsAsWideAsTheModel, ["kv_cache", "rotary", "score_bias"]),
+    ("mlp", "zero_output_mlp", ZeroOutputMLP, []),
+    ("attention", "zero_output_attention", ZeroOutputAttention, ["kv_cache", "rotary", "score_bias"]),
+    ("positional", "unit_scale_learned", UnitScaleLearned, ["additive"]),
 ]  # fmt: skip

@@ -103,8 +103,9 @@ def check_kv_cache_matches_full_forward(subject: Subject) -> None:
 
 
 def _positional_effect(subject: Subject, positional_name: str) -> float:
-    """How much (relative to its size) the output moves when ``positional_name`` is used."""
-    p = probe(subject, subject.decoder(positional=positional_name).eval())
+    """How much (relative to its size) the output moves when ``positional_name`` is used (with
+    parameters moved: an output projection that starts at zero hides every input)."""
+    p = probe(subject, subject.moved_decoder(positional=positional_name).eval())
     x = p.inputs(BATCH, LENGTH)["residual"]
     pos = torch.arange(LENGTH)
     with torch.no_grad():

@@ -22,7 +22,8 @@ ATOL = 1e-5
 
 
 def _run(subject: Subject) -> tuple[Decoder, Tensor]:
-    decoder = subject.decoder().eval()
+    # Parameters moved: behind a projection that starts at zero, no hook would change anything.
+    decoder = subject.moved_decoder().eval()
     tokens = torch.randint(0, decoder.spec.d_vocab, (BATCH, LENGTH),
                            generator=torch.Generator().manual_seed(0))  # fmt: skip
     return decoder, tokens

@@ -16,32 +16,40 @@ WAYS_IN = ("additive", "rotary", "score_bias")
 # single out one offset), small enough to train in a second or two.
 COPY_MODEL = {"n_layers": 2, "n_heads": 4, "d_head": 8, "d_model": 32}
 MARGIN = 0.25
+# Rounds of training (400 steps each), each scored against the control after as many: an
+# encoding that starts far from its trained scale (N(0, 1) rows, as nn.Embedding draws) is slower.
+STAGES = 2
 
 
 @functools.cache
-def _control_score(seed: int) -> float:
-    """The same task with no positional encoding at all (built-ins only; cached per seed)."""
+def _control_scores(seed: int) -> tuple[float, ...]:
+    """The same task with no positional encoding at all, after each stage of training
+    (built-ins only; cached per seed)."""
     registry = load_registry(autoload=False)
     control = Subject(registry.get("positional", "none"), registry, seed=seed)
     decoder = control.decoder(**COPY_MODEL)
-    return copy_back_accuracy(decoder, decoder.spec.d_vocab, seed=seed)
+    return tuple(
+        copy_back_accuracy(decoder, decoder.spec.d_vocab, seed=seed) for _ in range(STAGES)
+    )
 
 
 def check_position_reaches_model(subject: Subject) -> None:
-    """A decoder using it learns "output the token two back" far better than one without it."""
+    """A decoder using it learns "output the token two back" far better than one without it
+    (after as much training: one round, or a second if the first was not enough)."""
     if not any(subject.has(c) for c in WAYS_IN):
         raise NotApplicable(
             "it declares no way for position to enter (additive, rotary or score_bias)"
         )
     decoder = subject.decoder(**COPY_MODEL)
-    score = copy_back_accuracy(decoder, decoder.spec.d_vocab, seed=subject.seed)
-    control = _control_score(subject.seed)
-    if score < control + MARGIN:
-        raise CheckFailed(
-            f"a decoder using it reaches {score:.0%} on 'copy the token two back', against "
-            f"{control:.0%} with no positional encoding at all (needs {MARGIN:.0%} more): "
-            "position information is not reaching attention"
-        )
+    for stage, control in enumerate(_control_scores(subject.seed), start=1):
+        score = copy_back_accuracy(decoder, decoder.spec.d_vocab, seed=subject.seed)
+        if score >= control + MARGIN:
+            return
+    raise CheckFailed(
+        f"a decoder using it reaches {score:.0%} on 'copy the token two back' after {stage} "
+        f"rounds of training, against {control:.0%} with no positional encoding at all (needs "
+        f"{MARGIN:.0%} more): position information is not reaching attention"
+    )
 
 
 def check_distinct_positions(subject: Subject) -> None:
