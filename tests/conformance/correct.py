@@ -161,6 +161,24 @@ class UnitScaleLearned(Learned):
             self.weight.normal_()
 
 
+class T5RelativeBias(tfs.PositionalEncoding):
+    """T5's learned relative-position bias (Raffel et al. 2020), causal: a learned number per
+    head and distance bucket, exact up to 16 and logarithmic up to 128. Its far buckets are
+    never reached in a short context, and a fixed-bias kernel (flash) refuses it when run."""
+
+    def __init__(self, dims: tfs.Dims, buckets: int = 32, max_distance: int = 128) -> None:
+        super().__init__()
+        self.buckets, self.max_distance = buckets, max_distance
+        self.table = nn.Parameter(0.02 * torch.randn(dims.n_heads, buckets))
+
+    def score_bias(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        distance = (query_positions[:, None] - key_positions[None, :]).clamp(min=0)
+        exact = self.buckets // 2
+        spread = torch.log(distance.clamp(min=1) / exact) / math.log(self.max_distance / exact)
+        far = (exact + spread * (self.buckets - exact)).long().clamp(max=self.buckets - 1)
+        return self.table[:, torch.where(distance < exact, distance, far)]
+
+
 # (kind, name, factory, capabilities)
 CORRECT = [
     ("attention_kernel", "tiled_rescaled", TiledRescaled, ["exact", "kv_cache", "score_bias"]),
@@ -175,4 +193,5 @@ CORRECT = [
     ("mlp", "zero_output_mlp", ZeroOutputMLP, []),
     ("attention", "zero_output_attention", ZeroOutputAttention, ["kv_cache", "rotary", "score_bias"]),
     ("positional", "unit_scale_learned", UnitScaleLearned, ["additive"]),
+    ("positional", "t5_relative_bias", T5RelativeBias, ["score_bias"]),
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from transformer_from_scratch.conformance.subject import Subject
 from transformer_from_scratch.conformance.tasks import fit
 from transformer_from_scratch.core.builder import build_decoder
 from transformer_from_scratch.core.decoder import Decoder
-from transformer_from_scratch.core.errors import IncompatibleComponentsError
+from transformer_from_scratch.core.errors import IncompatibleComponentsError, TfsError
 from transformer_from_scratch.core.functional import next_token_loss
 from transformer_from_scratch.core.plugins import DISTRIBUTION
 from transformer_from_scratch.core.registry import Entry
@@ -95,7 +95,8 @@ def _partners(subject: Subject, builtin: bool) -> tuple[str, list[Entry]]:
 
 
 def pair_problem(subject: Subject, partner: Entry) -> str | None:
-    """What goes wrong with ``partner`` in the other slot: built causally, or refused by name."""
+    """What goes wrong with ``partner`` in the other slot: built causally, or refused by name
+    (when built, or in a TfsError naming either half when run)."""
     spec = subject.spec(**{partner.kind: partner.name})
     try:
         if fit_problems(spec, subject.registry):
@@ -103,6 +104,9 @@ def pair_problem(subject: Subject, partner: Entry) -> str | None:
         return _causal_problem(build_decoder(spec, subject.registry))
     except CheckFailed as failed:
         return str(failed)
+    except TfsError as refused:  # refused in words when run (a kernel given a learned bias)
+        named = subject.entry.name in str(refused) or partner.name in str(refused)
+        return None if named else f"raised {type(refused).__name__}: {refused}"
     except Exception as exc:  # a crash in either half is a problem of the pair
         return f"raised {type(exc).__name__}: {exc}"
 

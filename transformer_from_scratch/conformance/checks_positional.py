@@ -41,12 +41,13 @@ def check_position_reaches_model(subject: Subject) -> None:
             "it declares no way for position to enter (additive, rotary or score_bias)"
         )
     decoder = subject.decoder(**COPY_MODEL)
-    for stage, control in enumerate(_control_scores(subject.seed), start=1):
+    controls = _control_scores(subject.seed)
+    for control in controls:
         score = copy_back_accuracy(decoder, decoder.spec.d_vocab, seed=subject.seed)
         if score >= control + MARGIN:
             return
     raise CheckFailed(
-        f"a decoder using it reaches {score:.0%} on 'copy the token two back' after {stage} "
+        f"a decoder using it reaches {score:.0%} on 'copy the token two back' after {len(controls)} "
         f"rounds of training, against {control:.0%} with no positional encoding at all (needs "
         f"{MARGIN:.0%} more): position information is not reaching attention"
     )
