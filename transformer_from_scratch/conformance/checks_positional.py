@@ -47,9 +47,9 @@ def check_position_reaches_model(subject: Subject) -> None:
         if score >= control + MARGIN:
             return
     raise CheckFailed(
-        f"a decoder using it reaches {score:.0%} on 'copy the token two back' after {len(controls)} "
-        f"rounds of training, against {control:.0%} with no positional encoding at all (needs "
-        f"{MARGIN:.0%} more): position information is not reaching attention"
+        f"a decoder using it reaches {score:.0%} on 'copy the token two back' after "
+        f"{len(controls)} rounds of training, against {control:.0%} with no positional encoding "
+        f"at all (needs {MARGIN:.0%} more): position information is not reaching attention"
     )
 
 
