@@ -260,6 +260,10 @@ def test_one_writer_per_run_folder_and_a_killed_writers_lock_is_taken_over(
         assert second.returncode == 2, second.stderr
         assert f"is being written by another training run (process {first.pid} on" in second.stderr
         assert "Traceback" not in second.stderr
+        again = tfs_cli(*args, "--steps", "20", "--resume")  # options that differ from the run's
+        assert again.returncode == 2, again.stderr
+        assert "is being written by another training run" in again.stderr
+        assert "resume:" not in again.stderr + again.stdout  # nothing told of a run not its own
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -9,7 +9,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -230,15 +230,23 @@ class Trainer:
             model = torch.compile(model)  # type: ignore[assignment]
         return model
 
-    def start(self) -> None:
-        """Take the run folder, tidy it, then begin afresh or resume from its latest checkpoint."""
-        out = self.config.out_dir
+    def _take_folder(self, out: Path, resumed: Sequence[str]) -> None:
+        """Lock the run folder (the main process), remove what interrupted saves left, and only
+        then tell how a resumed run's options changed (a refused run has nothing to tell)."""
         if self.world.main:
             self.lock.acquire()
             if self.lock.taken_over:
                 self.progress.warn(f"took over the lock left by {self.lock.taken_over}")
             for path in run_folder.remove_temporary_files(out):
                 self.progress.warn(f"removed {path}, left by an interrupted save")
+        for line in resumed:
+            self.progress.warn(f"resume: {line}")
+
+    def start(self, resumed: Sequence[str] = ()) -> None:
+        """Take the run folder, tidy it, then begin afresh or resume from its latest checkpoint
+        (``resumed``: how the options differ from the run's saved ones, told once it is ours)."""
+        out = self.config.out_dir
+        self._take_folder(out, resumed)
         asked = self.config.spec
         if self.spec.d_vocab != _spec_vocab(asked):
             self.progress.message(f"d_vocab = {self.spec.d_vocab}: the tokenizer's vocabulary "
@@ -661,11 +669,9 @@ def run_trainer(config: TrainConfig) -> "tuple[TrainResult, Trainer]":
     if config.resume:
         config, changes = remembered(config)
     trainer = Trainer(config)
-    for line in changes:
-        trainer.progress.warn(f"resume: {line}")
     finished = False
     try:
-        trainer.start()
+        trainer.start(resumed=changes)
         result = trainer.run()
         finished = True
         return result, trainer
