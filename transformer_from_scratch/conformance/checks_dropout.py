@@ -6,6 +6,9 @@ a spec's ``dropout`` is the probability of zeroing each. Inverted dropout scales
 nothing is dropped. Every check with dropout 0 cannot see any of this.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -59,7 +62,7 @@ def check_dropout_while_training(subject: Subject) -> None:
         expected = probe(subject, decoder.eval()).run(one)[0]
         _train_alone(subject, decoder)
         drawn, again = p.run(many), p.run(many)
-    _require_dropout(drawn, expected)
+    _drops_something(drawn, expected)
     _require_fresh_draws(drawn, again)
     _require_expectation(drawn, expected)
     if subject.kind == "attention_kernel":
@@ -76,26 +79,22 @@ def _train_alone(subject: Subject, decoder: Decoder) -> None:
                 module.eval()
 
 
-class _small_sublayers:  # noqa: N801 (a context manager, read as a phrase)
+@contextlib.contextmanager
+def _small_sublayers(subject: Subject, decoder: Decoder) -> Iterator[None]:
     """A block's attention and MLP outputs scaled by SUBLAYER_SCALE while it lasts.
 
     A block's expected output equals its evaluation output only to first order: a norm or MLP
     that reads a dropped sublayer output is not linear. With small sublayer outputs the
     second-order part is SUBLAYER_SCALE times smaller than dropout's own spread, so forgetting
     the 1 / (1 - p) still shows clearly and a correct block is not blamed for curvature."""
-
-    def __init__(self, subject: Subject, decoder: Decoder) -> None:
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        if subject.kind == "block":
-            for entry, module in decoder.parts:
-                if entry.kind in ("attention", "mlp"):
-                    self.handles.append(module.register_forward_hook(_scaled))
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
+    sublayers = [
+        m for e, m in decoder.parts if subject.kind == "block" and e.kind in ("attention", "mlp")
+    ]
+    handles = [module.register_forward_hook(_scaled) for module in sublayers]
+    try:
+        yield
+    finally:
+        for handle in handles:
             handle.remove()
 
 
@@ -103,7 +102,7 @@ def _scaled(module: nn.Module, args: object, output: Tensor) -> Tensor:
     return output * SUBLAYER_SCALE
 
 
-def _require_dropout(drawn: Tensor, expected: Tensor) -> None:
+def _drops_something(drawn: Tensor, expected: Tensor) -> None:
     """The draws differ from one another beyond rounding (a batch of copies may round
     differently from one sample, so equality with the evaluation output proves nothing).
 
