@@ -46,12 +46,16 @@ def test_each_correct_variant_passes(test_registry: tfs.Registry, kind: str, nam
     assert report.ok, report.details()
 
 
+def _run_check(registry: tfs.Registry, name: str, check_name: str) -> conformance.CheckResult:
+    """One named check on one implementation (its default options)."""
+    [subject] = conformance.select(registry, [name])
+    return conformance.run_one(subject, next(c for c in conformance.CHECKS if c.name == check_name))
+
+
 def test_a_float32_internal_kernel_passes_and_is_told_why_it_is_not_float64_exact(
     test_registry: tfs.Registry,
 ) -> None:
-    [subject] = conformance.select(test_registry, ["float32_softmax"])
-    check = next(c for c in conformance.CHECKS if c.name == "check_gradients_match_reference")
-    result = conformance.run_one(subject, check)
+    result = _run_check(test_registry, "float32_softmax", "check_gradients_match_reference")
     assert result.outcome is conformance.Outcome.PASSED
     assert "not float64" in result.message and "lower precision" in result.message
 
@@ -117,9 +121,7 @@ def test_autograd_errors_from_any_kind_are_put_in_words(test_registry: tfs.Regis
 
 
 def test_a_part_with_no_dropout_of_its_own_is_told_not_failed(test_registry: tfs.Registry) -> None:
-    [subject] = conformance.select(test_registry, ["without_dropout"])
-    check = next(c for c in conformance.CHECKS if c.name == "check_dropout_while_training")
-    result = conformance.run_one(subject, check)
+    result = _run_check(test_registry, "without_dropout", "check_dropout_while_training")
     assert result.outcome is conformance.Outcome.NOT_APPLICABLE
     assert "drops nothing itself" in result.message and "validate()" in result.message
 
@@ -127,9 +129,7 @@ def test_a_part_with_no_dropout_of_its_own_is_told_not_failed(test_registry: tfs
 def test_a_part_refusing_the_other_sizes_is_checked_at_sizes_it_accepts(
     test_registry: tfs.Registry,
 ) -> None:
-    [subject] = conformance.select(test_registry, ["heads_as_wide_as_the_model"])
-    check = next(c for c in conformance.CHECKS if c.name == "check_other_sizes")
-    result = conformance.run_one(subject, check)
+    result = _run_check(test_registry, "heads_as_wide_as_the_model", "check_other_sizes")
     assert result.outcome is conformance.Outcome.PASSED
     assert "it refuses the other sizes" in result.message
     assert "must equal d_model = 20" in result.message

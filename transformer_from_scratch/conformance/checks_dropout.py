@@ -29,8 +29,7 @@ def _with_dropout(subject: Subject) -> Decoder:
     try:
         return subject.moved_decoder(dropout=P)
     except SpecError as exc:
-        reason = str(exc).splitlines()[-1].strip(" -")
-        raise NotApplicable(f"it refuses dropout at build time: {reason}") from exc
+        raise NotApplicable(f"it refuses dropout at build time: {exc.problems[-1]}") from exc
 
 
 def check_dropout_off_in_eval(subject: Subject) -> None:

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
-from transformer_from_scratch.conformance.subject import Subject
+from transformer_from_scratch.conformance.subject import Subject, move_off_init
 from transformer_from_scratch.conformance.tasks import bigram_accuracy, xor_accuracy
 from transformer_from_scratch.core.cache import LayerCache
 from transformer_from_scratch.core.kinds import PositionalEncoding
@@ -144,10 +144,8 @@ def _block_output(
     norm = subject.registry.get("norm", "layer_norm").factory
     block = subject.entry.factory(dims, attention=_Constant(attention), mlp=_Constant(mlp),
                                   make_norm=lambda: norm(dims), **subject.options)  # fmt: skip
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # off their initial values: a gate that starts at 0 (ReZero) opens
-        for param in filter(torch.is_floating_point, block.parameters() if moved else []):
-            param.add_(0.1 * torch.randn(param.shape, generator=generator).to(param))
+    if moved:  # off their initial values: a gate that starts at 0 (ReZero) opens
+        move_off_init(block, seed=7)
     out: Tensor = block(x, positional=decoder.positional, positions=torch.arange(x.shape[1]))
     return out
 

@@ -42,20 +42,25 @@ def _where(name: str, t: Tensor) -> str | None:
     )
 
 
+def _first_non_finite(p: Probe, inputs: Inputs) -> str | None:
+    """Where the output, or else the gradient of a random loss on it (for each tracked input
+    and each parameter), first holds NaN or infinity; ``None`` if nowhere."""
+    out = p.call(inputs)
+    found = _where("the output", out)
+    if found is not None:
+        return found
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    (out.float() * weights).sum().backward()
+    grads = {f"the gradient of {n}": x.grad for n, x in inputs.items() if x.requires_grad}
+    grads |= {f"the gradient of parameter {n}": w.grad for n, w in p.owner.named_parameters()}
+    return next((w for n, g in grads.items() if g is not None and (w := _where(n, g))), None)
+
+
 def check_finite_at_scale(subject: Subject) -> None:
     """Outputs and gradients stay finite at a trained model's activation sizes, fp32 and bf16."""
     for dtype in (torch.float32, torch.bfloat16):
         p, inputs = _scaled(subject, dtype)
-        out = p.call(inputs)
-        found = _where("the output", out)
-        if found is None:
-            weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
-            (out.float() * weights).sum().backward()
-            grads = {f"the gradient of {n}": x.grad for n, x in inputs.items() if x.requires_grad}
-            grads |= {f"the gradient of parameter {n}": w.grad
-                      for n, w in p.owner.named_parameters()}  # fmt: skip
-            found = next((w for n, g in grads.items() if g is not None and (w := _where(n, g))),
-                         None)  # fmt: skip
+        found = _first_non_finite(p, inputs)
         if found:
             sizes = ", ".join(f"{n} up to {float(x.detach().float().abs().max()):.0f}"
                               for n, x in inputs.items() if x.is_floating_point())  # fmt: skip
@@ -83,17 +88,7 @@ def check_finite_on_small_inputs(subject: Subject) -> None:
     if "tokens" in base:
         raise NotApplicable("its input is token ids, which have no size")
     for label, make in SMALL_INPUTS.items():
-        inputs = {n: make(x).requires_grad_() for n, x in base.items()}
-        out = p.call(inputs)
-        found = _where("the output", out)
-        if found is None:
-            weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
-            (out * weights).sum().backward()
-            grads = {f"the gradient of {n}": x.grad for n, x in inputs.items()}
-            grads |= {f"the gradient of parameter {n}": w.grad
-                      for n, w in p.owner.named_parameters()}  # fmt: skip
-            found = next((w for n, g in grads.items() if g is not None and (w := _where(n, g))),
-                         None)  # fmt: skip
+        found = _first_non_finite(p, {n: make(x).requires_grad_() for n, x in base.items()})
         p.owner.zero_grad()
         if found:
             raise CheckFailed(

@@ -42,6 +42,14 @@ OTHER_SIZES: dict[str, Any] = {
 }
 
 
+def move_off_init(module: nn.Module, seed: int) -> None:
+    """Add 0.1 N(0, 1) (seeded) to every floating-point parameter of ``module``, in place."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in filter(torch.is_floating_point, module.parameters()):
+            param.add_(0.1 * torch.randn(param.shape, generator=generator).to(param))
+
+
 @attrs.frozen
 class Subject:
     """One registered implementation, with the registry it lives in and the options to test.
@@ -113,11 +121,7 @@ class Subject:
         value: a trained model's biases are not zero nor its gains one, and a bias left out on
         some path (a cache, a fast path) shows only then."""
         decoder = self.decoder(seed, **changes)
-        generator = torch.Generator().manual_seed(self.seed * 1000 + seed + 7)
-        with torch.no_grad():
-            for param in decoder.parameters():
-                if param.is_floating_point():
-                    param.add_(0.1 * torch.randn(param.shape, generator=generator).to(param))
+        move_off_init(decoder, self.seed * 1000 + seed + 7)
         return decoder
 
     def module(self, decoder: Decoder) -> nn.Module:

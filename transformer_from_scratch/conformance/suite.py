@@ -163,7 +163,7 @@ def _accepted_sizes(subject: Subject) -> tuple[dict[str, Any], str | None]:
         check_spec(subject.resized(OTHER_SIZES).spec(), subject.registry)
         return dict(OTHER_SIZES), None
     except SpecError as refused:
-        first = str(refused).splitlines()[-1].strip(" -")
+        first = refused.problems[-1]
     for label, changes in FALLBACK_SIZES:
         sizes = {**OTHER_SIZES, **changes}
         try:
