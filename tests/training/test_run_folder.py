@@ -192,6 +192,21 @@ def test_following_the_advice_for_a_lost_latest_json_never_loses_a_checkpoint(
     assert run_folder.latest(out).step == 20
 
 
+def test_resuming_past_an_unreadable_latest_json_says_so_once_without_the_advice(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train(config(data, out, steps=10))
+    (out / run_folder.LATEST).write_text("{ not json")
+    capsys.readouterr()
+    assert train(config(data, out, steps=12, resume=True)).step == 12
+    said = capsys.readouterr()
+    told = said.out + said.err
+    assert told.count("is unreadable") == 1
+    assert "resuming from the newest intact checkpoint instead" in told
+    assert "--resume` continues" not in told  # it is already resuming
+
+
 def test_a_damaged_newest_checkpoint_falls_back_to_an_older_kept_one(
     data: Path, tmp_path: Path
 ) -> None:

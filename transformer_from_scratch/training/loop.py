@@ -286,6 +286,8 @@ class Trainer:
             if saved is not None:
                 return saved
             why = f"there is no {run_folder.LATEST}"
+        except run_folder.UnreadablePointer as err:
+            why = err.reason
         except CheckpointError as err:
             why = str(err)
         recovered = run_folder.recover(out)

@@ -83,11 +83,20 @@ def _record(out: Path) -> dict[str, Any] | None:
         Path(record["folder"]), int(record["step"]), dict(record["sha256"])
         return record
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{pointer} is unreadable ({type(err).__name__}: {err}). The checkpoint folders are "
-            f"untouched: `tfs train --out {out} --resume` continues from the newest intact one "
-            "(and rewrites it)"
+        raise UnreadablePointer(
+            f"{pointer} is unreadable ({type(err).__name__}: {err})",
+            f"The checkpoint folders are untouched: `tfs train --out {out} --resume` continues "
+            "from the newest intact one (and rewrites it)",
         ) from None
+
+
+class UnreadablePointer(CheckpointError):
+    """``latest.json`` cannot be read. ``reason`` says so without the advice, for a run that
+    is already resuming (and so already following it)."""
+
+    def __init__(self, reason: str, advice: str) -> None:
+        super().__init__(f"{reason}. {advice}")
+        self.reason = reason
 
 
 def history(out: Path, field: str = "history") -> list[str]:
