@@ -985,3 +985,127 @@ class AssumesContiguousInputs(_Kernel):
 BROKEN += [
     ("attention_kernel", "assumes_contiguous_inputs", AssumesContiguousInputs, ["exact", "kv_cache", "score_bias"], {"check_matches_reference", "check_decoder_kv_cache"}),
 ]  # fmt: skip
+
+
+class OneHotInWeightDtype(Embedding):
+    """An embedding written as a one-hot matrix product, the one-hot built by comparing ids
+    with ``arange`` in the weights' dtype: exact in float32, but in bfloat16 token 50,255 is
+    50,176, and its one-hot row holds a one for every id that rounds the same way."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        ids = torch.arange(self.weight.shape[0], dtype=self.weight.dtype, device=tokens.device)
+        hot = (tokens[..., None].to(self.weight.dtype) == ids).to(self.weight.dtype)
+        return hot @ self.weight
+
+
+class DropoutMaskSharedByHeads(_Kernel):
+    """Draws one dropout mask per sample and broadcasts it over the heads (a mask of shape
+    ``[batch, 1, query, key]``, to save random numbers): unbiased, at the right rate, but every
+    head loses the same weights."""
+
+    def weights(self, scores: Tensor) -> Tensor:
+        weights = torch.softmax(scores, dim=-1)
+        if not self.training or not self.dropout:
+            return weights
+        shape = (weights.shape[0], 1, *weights.shape[2:])
+        keep = torch.rand(shape, device=weights.device) >= self.dropout
+        return weights * keep / (1 - self.dropout)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        scores = self.scores(q, k)
+        if score_bias is not None:
+            scores = scores + score_bias
+        scores = scores.masked_fill(self.hidden(query_positions, key_positions), float("-inf"))
+        return self.weights(scores) @ v
+
+
+class DropsTheResidualStream(PreNorm):
+    """Drops the residual stream after each addition (``dropout(x + f(x))``) instead of what
+    the sublayer adds: still unbiased, but every layer cuts the skip path at random."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        normed = self.norm_attention(residual)
+        attended = self.attention(normed, positional=positional, positions=positions, cache=cache)
+        residual = self.hook_resid_mid(self._drop(residual + attended))
+        return self._drop(residual + self.mlp(self.norm_mlp(residual)))
+
+
+class _QueriesOnly(tfs.PositionalEncoding):
+    """Passes on a positional encoding's rotation for queries (every first call of a pair)
+    and leaves keys unturned."""
+
+    def __init__(self, inner: tfs.PositionalEncoding) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        self.calls += 1
+        return self.inner.rotate(x, positions) if self.calls % 2 else x
+
+    def score_bias(self, query_positions: Tensor, key_positions: Tensor) -> Tensor | None:
+        return self.inner.score_bias(query_positions, key_positions)
+
+
+class RotatesQueriesOnly(MultiHead):
+    """Applies the rotary turn to the queries but not the keys: position still reaches the
+    scores, so the model trains, but they depend on where the query is, not how far back the
+    key is."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        return super().forward(residual, positional=_QueriesOnly(positional),
+                               positions=positions, cache=cache)  # fmt: skip
+
+
+class NormalisesWeightsInForward(GELU):
+    """Scales each column of ``W_in`` to unit length in place at every forward pass ("weight
+    normalisation"): the model runs, but the optimizer's step is undone behind its back and a
+    checkpoint holds other weights than the ones the step produced."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.W_in.div_(self.W_in.norm(dim=0, keepdim=True))
+        return super().forward(residual)
+
+
+class ReusesOutputBuffer(_Kernel):
+    """Writes every result into one output buffer it keeps (to save allocations) when no
+    gradient is needed: the previous call's output, which a caller may still hold, changes."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        out = super().forward(q, k, v, query_positions=query_positions,
+                              key_positions=key_positions, score_bias=score_bias)  # fmt: skip
+        if torch.is_grad_enabled():
+            return out
+        kept: Tensor | None = getattr(self, "kept", None)
+        if kept is None or kept.shape != out.shape or kept.dtype != out.dtype:
+            kept = self.kept = torch.empty_like(out)
+        return kept.copy_(out)
+
+
+class KeepsLastActivation(GELU):
+    """Keeps its hidden activation in a buffer "for plotting" and fires ``hook_post`` on that
+    buffer: right outputs, but a ``run_with_cache`` cache is overwritten by the next run."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        last: Tensor | None = getattr(self, "last", None)
+        if last is None or last.shape != pre.shape:
+            last = self.last = torch.empty_like(pre.detach())
+        last.copy_(gelu(pre).detach())
+        post = self.hook_post(last if not torch.is_grad_enabled() else gelu(pre))
+        return affine(post, self.W_out, self.b_out)
+
+
+BROKEN += [
+    ("embedding", "one_hot_in_weight_dtype", OneHotInWeightDtype, [], {"check_far_token_ids"}),
+    ("attention_kernel", "dropout_mask_shared_by_heads", DropoutMaskSharedByHeads, ["exact", "kv_cache", "score_bias"], {"check_dropout_while_training"}),
+    ("block", "drops_the_residual_stream", DropsTheResidualStream, ["identity_path", "resid_mid"], {"check_dropout_while_training"}),
+    ("attention", "rotates_queries_only", RotatesQueriesOnly, ["kv_cache", "rotary", "score_bias"], {"check_shift_invariant"}),
+    ("mlp", "normalises_weights_in_forward", NormalisesWeightsInForward, [], {"check_leaves_inputs_alone"}),
+    ("attention_kernel", "reuses_output_buffer", ReusesOutputBuffer, ["exact", "kv_cache", "score_bias"], {"check_eval_deterministic"}),
+    ("mlp", "keeps_last_activation", KeepsLastActivation, [], {"check_activations_belong_to_the_run"}),
+]  # fmt: skip

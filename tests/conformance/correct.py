@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import transformer_from_scratch as tfs
 from tests.conformance.broken import TiledKernel, _Kernel
+from transformer_from_scratch.components.embedding import Embedding
 from transformer_from_scratch.components.gelu import GELU
 from transformer_from_scratch.components.learned import Learned
 from transformer_from_scratch.components.multi_head import MultiHead
@@ -179,6 +180,26 @@ class T5RelativeBias(tfs.PositionalEncoding):
         return self.table[:, torch.where(distance < exact, distance, far)]
 
 
+class ScaledEmbedding(Embedding):
+    """Token vectors multiplied by ``sqrt(d_model)`` (Vaswani et al. 2017, §3.4; Gemma): a
+    lookup all the same, so large token ids are exact in bfloat16 too."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.weight[tokens] * math.sqrt(self.weight.shape[1])
+
+
+class DropPath(PreNorm):
+    """Stochastic depth (Huang et al. 2016): while training, each sample's whole sublayer
+    output is dropped with probability p (the rest scaled by 1 / (1 - p)), not each entry: a
+    different dropout, but on what the sublayers add, never on the residual stream."""
+
+    def _drop(self, update: Tensor) -> Tensor:
+        if not self.training or not self.dropout:
+            return update
+        keep = torch.rand(update.shape[0], 1, 1, device=update.device) >= self.dropout
+        return update * keep / (1 - self.dropout)
+
+
 # (kind, name, factory, capabilities)
 CORRECT = [
     ("attention_kernel", "tiled_rescaled", TiledRescaled, ["exact", "kv_cache", "score_bias"]),
@@ -194,4 +215,6 @@ CORRECT = [
     ("attention", "zero_output_attention", ZeroOutputAttention, ["kv_cache", "rotary", "score_bias"]),
     ("positional", "unit_scale_learned", UnitScaleLearned, ["additive"]),
     ("positional", "t5_relative_bias", T5RelativeBias, ["score_bias"]),
+    ("embedding", "scaled_embedding", ScaledEmbedding, []),
+    ("block", "drop_path", DropPath, ["identity_path", "resid_mid"]),
 ]  # fmt: skip

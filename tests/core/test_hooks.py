@@ -141,3 +141,24 @@ def test_patching_refuses_prompts_of_different_lengths() -> None:
         patch(_decoder(), TOKENS[:1], TOKENS[:1, :5], logit_difference(1, 2))
     with pytest.raises(tfs.TfsError, match="no head axis"):
         patch(_decoder(), TOKENS[:1], TOKENS[:1], logit_difference(1, 2), "resid_pre", by="head")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_position_vectors_can_be_patched_in_place_without_changing_the_table(batch: int) -> None:
+    decoder = _decoder(positional={"name": "learned"}).eval()
+    weight = decoder.positional.weight
+    assert isinstance(weight, torch.Tensor)
+    table = weight.detach().clone()
+    tokens = TOKENS[:batch]
+
+    def zero_position_3(activation: torch.Tensor, hook: HookPoint) -> None:
+        activation[:, 3] = 0.0  # as patching code writes, in place
+
+    with torch.no_grad():
+        clean = decoder(tokens)
+        patched = decoder.run_with_hooks(tokens, [("hook_pos_embed", zero_position_3)])
+        again = decoder(tokens)
+    assert torch.equal(weight, table)
+    assert torch.equal(again, clean)
+    assert not torch.allclose(patched[:, 3:], clean[:, 3:])
+    assert torch.equal(patched[:, :3], clean[:, :3])

@@ -152,6 +152,37 @@ def check_rotation_changes_output(subject: Subject) -> None:
         )
 
 
+SHIFT = 9  # positions added to every position (LENGTH + SHIFT stays within the tiny n_ctx)
+
+
+def check_shift_invariant(subject: Subject) -> None:
+    """With rotary positions (or ALiBi's bias), shifting every position by the same amount
+    leaves its output unchanged: they tell it only how far apart a query and a key are.
+
+    RoPE's point (Su et al. 2021, §3.4.2) is that the score of a query at ``m`` and a key at
+    ``n`` depends on ``m - n`` alone, as ALiBi's bias does. That holds only if both queries and
+    keys are turned by the same positions, and nothing else is (not the values)."""
+    relative = [name for name, capability in (("rotary", "rotary"), ("alibi", "score_bias"))
+                if subject.has(capability)]  # fmt: skip
+    if subject.kind != "attention" or not relative:
+        raise NotApplicable("only attention modules declaring 'rotary' or 'score_bias' take them")
+    for name in relative:
+        p = probe(subject, subject.moved_decoder(positional=name).eval())
+        x = p.inputs(BATCH, LENGTH)["residual"]
+        positional = p.decoder.positional
+        with torch.no_grad():
+            outputs = [p.owner(x, positional=positional, positions=torch.arange(LENGTH) + shift)
+                       for shift in (0, SHIFT)]  # fmt: skip
+        diff = (outputs[1] - outputs[0]).abs().max().item()
+        if not diff <= 1e-5 * (1.0 + outputs[0].abs().max().item()):
+            raise CheckFailed(
+                f"with {name} positions, shifting every position by {SHIFT} changed its output "
+                f"by {diff:.3g}: {name} tells attention only how far apart a query and a key "
+                "are. Are queries and keys both turned, by the same positions, and nothing "
+                "else (not the values)?"
+            )
+
+
 def check_learns_flagged_copy(subject: Subject) -> None:
     """Trained briefly, it moves 1.2x a flagged token's vector to the last position (> 90%)."""
     if subject.kind != "attention":

@@ -116,15 +116,28 @@ def _dead_entries(name: str, param: torch.nn.Parameter) -> str:
 
 
 def check_eval_deterministic(subject: Subject) -> None:
-    """In eval mode, the same input gives exactly the same output twice, and torch's random
-    number generator is left as it was (nothing is drawn, nothing reseeded)."""
+    """In eval mode, the same input gives exactly the same output twice, an output is the
+    caller's to keep (a later call does not write into it), and torch's random number generator
+    is left as it was (nothing is drawn, nothing reseeded)."""
     p = _probe(subject)
-    inputs = p.inputs(BATCH, LENGTH)
+    inputs, other = p.inputs(BATCH, LENGTH), p.inputs(BATCH, LENGTH, seed=1)
     torch.rand(7)  # off the state any seed gives, so that reseeding shows
     state = torch.get_rng_state()
-    first, second = p.run(inputs), p.run(inputs)
-    if not torch.equal(first, second):
-        diff = (first - second).abs().max().item()
+    with torch.no_grad():  # as evaluation and sampling run it
+        first = p.run(inputs)
+        kept = first.clone()
+        p.run(other)
+        overwritten = not torch.equal(first, kept)
+        second = p.run(inputs)
+    if overwritten:
+        raise CheckFailed(
+            "a call on other inputs changed the output an earlier call returned: the output is "
+            "a buffer the part writes into again (kept between calls?), so whatever a caller "
+            "kept (a cached activation, the previous step's logits) changes under it. Return a "
+            "new tensor from each call"
+        )
+    if not torch.equal(kept, second):
+        diff = (kept - second).abs().max().item()
         raise CheckFailed(
             f"two eval-mode runs on one input differ by up to {diff:.3g}; is dropout or sampling "
             "left on?"

@@ -21,13 +21,14 @@ from transformer_from_scratch.core.errors import SpecError
 
 P = 0.25  # not 0.5, where dropping with probability 1 - p instead of p looks the same
 SAMPLES = 3000  # draws of the dropout masks, as copies of one sample in one batch
-SUBLAYER_SCALE = 1e-3  # a block's sublayer outputs, made small (see _small_sublayers)
+SUBLAYER_SCALE = 1e-3  # a block's sublayer outputs, made small (see _scaled_sublayers)
 
 
-def _with_dropout(subject: Subject) -> Decoder:
-    """The subject's moved decoder with dropout ``P``, or NotApplicable if it refuses it."""
+def _with_dropout(subject: Subject, moved: bool = True) -> Decoder:
+    """The subject's decoder with dropout ``P`` (its parameters moved off their initial values
+    unless ``moved`` is false), or NotApplicable if it refuses dropout."""
     try:
-        return subject.moved_decoder(dropout=P)
+        return subject.moved_decoder(dropout=P) if moved else subject.decoder(dropout=P)
     except SpecError as exc:
         raise NotApplicable(f"it refuses dropout at build time: {exc.problems[-1]}") from exc
 
@@ -57,15 +58,18 @@ def check_dropout_while_training(subject: Subject) -> None:
     p = probe(subject, decoder)
     one = {k: v[:1] for k, v in p.inputs(BATCH, LENGTH).items()}
     many = {k: v.expand(SAMPLES, *v.shape[1:]).clone() for k, v in one.items()}
-    with torch.no_grad(), _small_sublayers(subject, decoder):
+    with torch.no_grad(), _scaled_sublayers(subject, decoder, SUBLAYER_SCALE):
         expected = probe(subject, decoder.eval()).run(one)[0]
         _train_alone(subject, decoder)
-        drawn, again = p.run(many), p.run(many)
+        drawn = p.run(many).clone()  # (a part reusing its output buffer is another check's)
+        again = p.run(many)
     _drops_something(drawn, expected)
     _require_fresh_draws(drawn, again)
     _require_expectation(drawn, expected)
     if subject.kind == "attention_kernel":
         _require_rate(decoder, p, one)
+    else:
+        _require_skip_path_kept(subject, one)
 
 
 def _train_alone(subject: Subject, decoder: Decoder) -> None:
@@ -79,8 +83,8 @@ def _train_alone(subject: Subject, decoder: Decoder) -> None:
 
 
 @contextlib.contextmanager
-def _small_sublayers(subject: Subject, decoder: Decoder) -> Iterator[None]:
-    """A block's attention and MLP outputs scaled by SUBLAYER_SCALE while it lasts.
+def _scaled_sublayers(subject: Subject, decoder: Decoder, scale: float) -> Iterator[None]:
+    """A block's attention and MLP outputs multiplied by ``scale`` while it lasts.
 
     A block's expected output equals its evaluation output only to first order: a norm or MLP
     that reads a dropped sublayer output is not linear. With small sublayer outputs the
@@ -89,7 +93,11 @@ def _small_sublayers(subject: Subject, decoder: Decoder) -> Iterator[None]:
     sublayers = [
         m for e, m in decoder.parts if subject.kind == "block" and e.kind in ("attention", "mlp")
     ]
-    handles = [module.register_forward_hook(_scaled) for module in sublayers]
+
+    def scaled(module: nn.Module, args: object, output: Tensor) -> Tensor:
+        return output * scale
+
+    handles = [module.register_forward_hook(scaled) for module in sublayers]
     try:
         yield
     finally:
@@ -97,8 +105,29 @@ def _small_sublayers(subject: Subject, decoder: Decoder) -> Iterator[None]:
             handle.remove()
 
 
-def _scaled(module: nn.Module, args: object, output: Tensor) -> Tensor:
-    return output * SUBLAYER_SCALE
+def _require_skip_path_kept(subject: Subject, one: dict[str, Tensor]) -> None:
+    """With its attention and MLP silenced (outputs zero), a block passes its input on through
+    the skip path alone, and dropout has nothing to drop: every draw is the evaluation output.
+
+    GPT-2 drops what each sublayer adds to the residual stream, never the stream itself. A
+    block that drops ``x + f(x)`` instead of ``f(x)`` is still unbiased, but it cuts the
+    identity path the embedding's information travels by. (At initialisation, so that a norm
+    applied to a silenced sublayer's output gives zero, as its bias still is.)"""
+    decoder = _with_dropout(subject, moved=False)
+    p = probe(subject, decoder)
+    many = {k: v.expand(SAMPLES, *v.shape[1:]).clone() for k, v in one.items()}
+    with torch.no_grad(), _scaled_sublayers(subject, decoder, 0.0):
+        expected = probe(subject, decoder.eval()).run(one)[0]
+        _train_alone(subject, decoder)
+        drawn = p.run(many)
+    spread = (drawn - expected).abs().max().item()
+    if not spread <= 1e-6 * (1.0 + expected.abs().max().item()):
+        raise CheckFailed(
+            f"with its attention and MLP silenced (outputs zero), its output while training with "
+            f"dropout {P} still moves by up to {spread:.3g} from draw to draw: dropout reaches "
+            "the residual stream itself. Drop only what each sublayer adds (x + dropout(f(x)), "
+            "not dropout(x + f(x)))"
+        )
 
 
 def _drops_something(drawn: Tensor, expected: Tensor) -> None:
@@ -143,22 +172,42 @@ def _require_expectation(drawn: Tensor, expected: Tensor) -> None:
 
 
 def _require_rate(decoder: Decoder, p: Probe, one: dict[str, Tensor]) -> None:
-    """With values that are zero but at the first key, a query's output is zero exactly when
-    its weight on that key was dropped: that happens with probability ``p`` (queries a window
-    hides the first key from are left out)."""
+    """Values that are zero but for feature 0 at key 0 and feature 1 at key 1: a query's
+    feature j is zero exactly when its weight on key j was dropped. That happens with
+    probability ``p``, for each head, query and key apart (queries a window hides a key from are
+    left out)."""
     values = torch.zeros_like(one["values"])
-    values[..., 0, :] = 1.0
+    values[..., 0, 0] = values[..., 1, 1] = 1.0
     given = {**one, "values": values}
     many = {k: v.expand(SAMPLES, *v.shape[1:]).clone() for k, v in given.items()}
     with torch.no_grad():
         decoder.eval()
-        sees_first = (p.run(given) != 0).any(-1)[0]
+        sees = (p.run(given)[0, ..., :2] != 0).flatten()  # [head, query, key j] flattened
         decoder.train()
-        zero = (p.run(many) == 0).all(-1)
-    rate = zero[:, sees_first].double().mean().item()
+        dropped = (p.run(many)[..., :2] == 0).flatten(1)[:, sees].double()
+    rate = dropped.mean().item()
     if abs(rate - P) > 0.03:
         raise CheckFailed(
             f"with dropout {P}, {rate:.3f} of the attention weights were dropped (measured over "
             f"{SAMPLES} runs): the spec's dropout is the probability of dropping a weight, not "
             "of keeping it"
+        )
+    _require_independent(dropped)
+
+
+def _require_independent(dropped: Tensor) -> None:
+    """Whether one weight is dropped tells nothing about another: the correlation of any two
+    weights' drops (another head, query or key) is within 0.2 of zero (its standard error over
+    SAMPLES draws is 0.018)."""
+    centred = dropped - dropped.mean(0)
+    covariance = centred.T @ centred
+    scale = covariance.diagonal().sqrt().clamp_min(1e-12)
+    correlation = covariance / scale[:, None] / scale[None, :]
+    correlation.fill_diagonal_(0.0)
+    if float(correlation.abs().max()) > 0.2:
+        raise CheckFailed(
+            f"with dropout {P}, the drops of two attention weights (of other heads, queries or "
+            f"keys) go together: correlation {float(correlation.abs().max()):.2f} over {SAMPLES} "
+            "runs. Is one mask shared by every head (or query, or key)? Draw the mask with the "
+            "weights' full shape, one draw per weight"
         )

@@ -1,9 +1,12 @@
-"""Checks at the far end of a long context, where sizes written into the code give out.
+"""Checks at the far end of a long context and of a large vocabulary, where sizes written into
+the code, or numbers carried in bfloat16, give out.
 
-Every other check runs at contexts of a few dozen positions, where a table of GPT-2's 1024 rows,
-a mask buffer of 2048, or angles computed in bfloat16 all still work. Here the context holds
-FAR positions (past 4096, and no power of two), and only its last few are computed: a position
-encoding there, or a kernel's last queries over every key.
+Every other check runs at contexts of a few dozen positions and vocabularies of a dozen tokens,
+where a table of GPT-2's 1024 rows, a mask buffer of 2048, angles computed in bfloat16 or token
+ids compared in bfloat16 all still work. Here the context holds FAR positions (past 4096, and no
+power of two), and only its last few are computed: a position encoding there, or a kernel's last
+queries over every key; and the vocabulary is GPT-2's (VOCAB ids, most of which bfloat16 cannot
+hold: it has 8 bits of precision, so it holds 257 as 256 and 50,255 as 50,176).
 """
 
 from collections.abc import Callable
@@ -22,6 +25,8 @@ from transformer_from_scratch.core.kinds import PositionalEncoding
 FAR = 5003
 TAIL = torch.arange(FAR - 3, FAR)  # the last three positions
 NEAR = torch.arange(3)
+VOCAB = 50_257  # GPT-2's
+FAR_IDS = torch.tensor([0, 257, 4097, VOCAB - 2, VOCAB - 1])  # all but 0 inexact in bfloat16
 
 
 def check_far_positions(subject: Subject) -> None:
@@ -163,3 +168,40 @@ def _distinct(label: str, vectors: Tensor | None) -> None:
 
 def _shape(value: Tensor | None) -> str:
     return "None" if value is None else str(tuple(value.shape))
+
+
+def check_far_token_ids(subject: Subject) -> None:
+    """With GPT-2's vocabulary of 50,257, the last token ids each have their own vector (or
+    logit), in bfloat16 within its rounding of float32's."""
+    if subject.kind not in ("embedding", "unembedding"):
+        raise NotApplicable("only the embedding and the unembedding read or write token ids")
+    low = subject.module(subject.moved_decoder(d_vocab=VOCAB).to(torch.bfloat16))
+    high = subject.module(subject.moved_decoder(d_vocab=VOCAB).to(torch.bfloat16).float())
+    with torch.no_grad():
+        if subject.kind == "embedding":
+            noun, ours, exact = "vector", low(FAR_IDS[None])[0], high(FAR_IDS[None])[0]
+        else:
+            generator = torch.Generator().manual_seed(3)
+            residual = torch.randn(1, 2, subject.sizes["d_model"], generator=generator)
+            noun = "logit"
+            ours = low(residual.to(torch.bfloat16))[0, :, FAR_IDS].T
+            exact = high(residual)[0, :, FAR_IDS].T
+    ids = f"token ids {', '.join(str(int(i)) for i in FAR_IDS)} (of {VOCAB})"
+    what = f"the {noun}s of"
+    if not bool(torch.isfinite(ours.float()).all()):
+        raise CheckFailed(f"in bfloat16, {what} {ids} hold non-finite values")
+    error = (ours.double() - exact.double()).abs().max().item()
+    size = exact.double().abs().max().item()
+    if not error <= 0.03 * size:
+        raise CheckFailed(
+            f"in bfloat16, {what} {ids} are off their float32 values by {error:.3g} (of "
+            f"{size:.3g}): bfloat16 holds 257 as 256 and 50,255 as 50,176, so token ids must stay "
+            "integers (index rows with them; no one-hot or comparison in the weights' dtype)"
+        )
+    distance = torch.cdist(ours.double(), ours.double())
+    distance += torch.eye(len(FAR_IDS), dtype=torch.float64) * distance.max().clamp(min=1.0)
+    if float(distance.min()) < 1e-6:
+        raise CheckFailed(
+            f"in bfloat16, two of {ids} get the same {noun}: are ids clamped, "
+            "or rounded through a float?"
+        )

@@ -184,6 +184,68 @@ def _require_live(decoder: Decoder, tokens: Tensor, name: str) -> None:
         )
 
 
+def check_activations_belong_to_the_run(subject: Subject) -> None:
+    """The activations hooks see belong to their run: a hook changing one in place, as
+    patching code does (``act[:, 3] = ...``), changes that run as returning the change would
+    and nothing after it, and a ``run_with_cache`` cache stays as it was when the model runs
+    again.
+
+    Every hook point of the decoder holding it is tried, so the tensors it hands on (its
+    output, which the decoder or its owner passes to a hook) are covered too. A view of a
+    weight, a position table or a reused output buffer would be written into by the patch, or
+    overwritten under the cache by the next run: clean and corrupted caches would then agree."""
+    decoder, tokens = _run(subject)
+    with torch.no_grad():
+        base = decoder(tokens)
+        for name in decoder.hook_points():
+            _require_patch_stays_in_run(decoder, tokens, name, base)
+        _require_cache_outlives_run(decoder, tokens)
+
+
+def _require_patch_stays_in_run(decoder: Decoder, tokens: Tensor, name: str, base: Tensor) -> None:
+    def in_place(activation: Tensor, hook: HookPoint) -> None:
+        activation.mul_(1.5).add_(0.25)
+
+    def returned(activation: Tensor, hook: HookPoint) -> Tensor:
+        return activation * 1.5 + 0.25
+
+    try:
+        patched = decoder.run_with_hooks(tokens, [(name, in_place)])
+    except RuntimeError as exc:
+        raise CheckFailed(
+            f"a hook changing {name} in place (as activation patching does) raised: {exc}. "
+            "Hand hooks a tensor of their own (an expanded or read-only view cannot be written)"
+        ) from exc
+    after = decoder(tokens)
+    if not torch.equal(after, base):
+        raise CheckFailed(
+            f"after a hook changed {name} in place, the next run's logits differ by "
+            f"{(after - base).abs().max().item():.3g}: the model itself was changed. Is that "
+            "activation a view of a parameter or buffer (a slice of a table, `weight[:n]`)? "
+            "Index with the positions (`weight[positions]` copies) or clone before the hook"
+        )
+    expected = decoder.run_with_hooks(tokens, [(name, returned)])
+    if not torch.allclose(patched, expected, atol=1e-6, rtol=1e-5):
+        raise CheckFailed(
+            f"changing {name} in place in a hook gave other logits than returning the same "
+            "change: does forward go on with the tensor the hook was given?"
+        )
+
+
+def _require_cache_outlives_run(decoder: Decoder, tokens: Tensor) -> None:
+    """A cache taken on one input is unchanged after a run on another."""
+    _, cache = decoder.run_with_cache(tokens)
+    kept = {name: value.clone() for name, value in cache.items()}
+    decoder.run_with_cache(torch.roll(tokens, 1, dims=1).flip(0))
+    for name, before in kept.items():
+        if not torch.equal(cache[name], before):
+            raise CheckFailed(
+                f"run_with_cache's {name} changed when the model ran again on other tokens: the "
+                "activation is a view of something the model reuses (a preallocated output "
+                "buffer?). Return a new tensor each call"
+            )
+
+
 def check_pattern_is_a_distribution(subject: Subject) -> None:
     """An exact kernel's attention pattern is causal and each query's row sums to 1."""
     decoder, tokens = _run(subject)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH, _moved_probe
-from transformer_from_scratch.conformance.probes import Inputs, Probe, probe
+from transformer_from_scratch.conformance.probes import Inputs, Probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
 from transformer_from_scratch.conformance.subject import Subject
 
@@ -41,14 +41,20 @@ def _calls(subject: Subject, p: Probe) -> Iterator[tuple[Inputs, Callable[[], Te
 
 
 def check_leaves_inputs_alone(subject: Subject) -> None:
-    """It never changes its inputs in place, with gradients tracked or not.
+    """It never changes its inputs in place, with gradients tracked or not, nor its own
+    parameters and buffers (training or evaluating).
 
     Its caller still needs them: the residual stream's skip path reads what a norm or an MLP
     was given, a parallel block hands one normalised input to both sublayers, a KV cache keeps
     the keys and values, and a score bias may be shared by every layer. With gradients on,
     autograd refuses many in-place changes; with them off (generation, evaluation) nothing does.
+    Its weights are the optimizer's to change: a forward pass that clamps or renormalises them
+    in place changes the model behind the optimizer's back, and a checkpoint no longer holds
+    what was trained (Moved parameters are used, so a clamp of values inside its bounds at
+    initialisation shows too.)
     """
-    p = probe(subject, subject.decoder().eval())
+    p = _moved_probe(subject)
+    state = {name: x.clone() for name, x in p.decoder.state_dict().items()}
     for label, mode in GRAD_MODES:
         for inputs, call in _calls(subject, p):
             kept = {name: x.clone() for name, x in inputs.items()}
@@ -63,6 +69,22 @@ def check_leaves_inputs_alone(subject: Subject) -> None:
                         "KV cache, another sublayer or layer); write results to new tensors "
                         "(x = x - m, not x -= m or x.sub_(m))"
                     )
+    p.decoder.train()
+    for _, call in _calls(subject, p):
+        call()
+    _require_state_unchanged(p, state)
+
+
+def _require_state_unchanged(p: Probe, state: dict[str, Tensor]) -> None:
+    for name, value in p.decoder.state_dict().items():
+        if not torch.equal(value, state[name]):
+            diff = (value.double() - state[name].double()).abs().max().item()
+            raise CheckFailed(
+                f"a forward pass changed the model's {name} in place (by up to {diff:.3g}): "
+                "forward must only read weights and buffers. A constraint on the weights "
+                "(a clamp, a norm) belongs in the forward computation (w = w.clamp(...)) or in "
+                "the training loop after the optimizer's step"
+            )
 
 
 def _tracked(inputs: Inputs) -> Inputs:

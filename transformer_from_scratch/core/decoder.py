@@ -116,7 +116,10 @@ class Decoder(nn.Module):
         residual: torch.Tensor = self.hook_embed(self.embedding(tokens))
         added = self.positional.embed(positions)
         if added is not None:
-            residual = residual + self.hook_pos_embed(added.to(residual.dtype).expand_as(residual))
+            added = added.to(residual.dtype).expand_as(residual)
+            if self.hook_pos_embed.fns:  # a tensor of the hook's own, which it may write into
+                added = added.clone(memory_format=torch.contiguous_format)
+            residual = residual + self.hook_pos_embed(added)
         return dropout(residual, self.spec.dropout, self.training)
 
     def positions(self, length: int, offset: int, device: torch.device) -> Positions:
