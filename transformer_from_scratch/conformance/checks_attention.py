@@ -3,7 +3,7 @@
 import torch
 
 from transformer_from_scratch.conformance import checks_kernel
-from transformer_from_scratch.conformance.checks_common import BATCH, _moved_probe, _probe
+from transformer_from_scratch.conformance.checks_common import BATCH, _probe
 from transformer_from_scratch.conformance.compare import first_difference, require_finite
 from transformer_from_scratch.conformance.probes import probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
@@ -14,6 +14,10 @@ from transformer_from_scratch.core.kinds import PositionalEncoding
 
 LENGTH = 7
 CHUNKS = [(0, 3), (3, 4), (4, 5), (5, LENGTH)]
+SHIFT = 9  # positions added to every position (LENGTH + SHIFT stays within the tiny n_ctx)
+# Position encodings that tell attention only how far apart a query and a key are, with the
+# capability an attention module declares to take them.
+RELATIVE = (("rotary", "rotary"), ("alibi", "score_bias"))
 
 
 def check_causal_by_perturbation(subject: Subject) -> None:
@@ -75,14 +79,24 @@ def check_causal_by_gradient(subject: Subject) -> None:
 
 
 def check_kv_cache_matches_full_forward(subject: Subject) -> None:
-    """Decoding with a cache, a position at a time and in chunks, gives the full pass's outputs."""
+    """Decoding with a cache, a position at a time and in chunks, gives the full pass's outputs
+    (for an attention module, with each kind of position it declares: the tiny decoder's own,
+    rotary turns and ALiBi's score bias)."""
     if not subject.has("kv_cache"):
         raise NotApplicable(
             "it does not declare 'kv_cache'; decoding falls back to recomputing the prefix"
         )
     if subject.kind == "attention_kernel":
         return checks_kernel.kernel_cache_matches_full_forward(subject)
-    p = _moved_probe(subject)  # (a bias left out of the cached path shows)
+    positionals = [None] + [name for name, capability in RELATIVE if subject.has(capability)]
+    for positional in positionals:
+        _attention_cache_matches(subject, positional)
+
+
+def _attention_cache_matches(subject: Subject, positional: str | None) -> None:
+    # Moved parameters: a bias left out of the cached path shows.
+    changes = {} if positional is None else {"positional": positional}
+    p = probe(subject, subject.moved_decoder(**changes).eval())
     x = p.inputs(BATCH, LENGTH)["residual"]
     full = require_finite(
         p.owner(x, positional=p.decoder.positional, positions=torch.arange(LENGTH))
@@ -99,7 +113,8 @@ def check_kv_cache_matches_full_forward(subject: Subject) -> None:
                     cache=cache,
                 )
             )
-        checks_kernel.compare_cached(torch.cat(pieces, dim=1), full, pos_dim=1, how=how)
+        with_what = how if positional is None else f"{how} (with {positional} positions)"
+        checks_kernel.compare_cached(torch.cat(pieces, dim=1), full, pos_dim=1, how=with_what)
 
 
 def _positional_effect(subject: Subject, positional_name: str) -> float:
@@ -152,9 +167,6 @@ def check_rotation_changes_output(subject: Subject) -> None:
         )
 
 
-SHIFT = 9  # positions added to every position (LENGTH + SHIFT stays within the tiny n_ctx)
-
-
 def check_shift_invariant(subject: Subject) -> None:
     """With rotary positions (or ALiBi's bias), shifting every position by the same amount
     leaves its output unchanged: they tell it only how far apart a query and a key are.
@@ -162,8 +174,7 @@ def check_shift_invariant(subject: Subject) -> None:
     RoPE's point (Su et al. 2021, §3.4.2) is that the score of a query at ``m`` and a key at
     ``n`` depends on ``m - n`` alone, as ALiBi's bias does. That holds only if both queries and
     keys are turned by the same positions, and nothing else is (not the values)."""
-    relative = [name for name, capability in (("rotary", "rotary"), ("alibi", "score_bias"))
-                if subject.has(capability)]  # fmt: skip
+    relative = [name for name, capability in RELATIVE if subject.has(capability)]
     if subject.kind != "attention" or not relative:
         raise NotApplicable("only attention modules declaring 'rotary' or 'score_bias' take them")
     for name in relative:
