@@ -1,5 +1,7 @@
 """Checks of attention modules and kernels: causality, the KV cache, positions, learning."""
 
+from typing import Any
+
 import torch
 
 from transformer_from_scratch.conformance import checks_kernel
@@ -95,7 +97,7 @@ def check_kv_cache_matches_full_forward(subject: Subject) -> None:
 
 def _attention_cache_matches(subject: Subject, positional: str | None) -> None:
     # Moved parameters: a bias left out of the cached path shows.
-    changes = {} if positional is None else {"positional": positional}
+    changes: dict[str, Any] = {} if positional is None else {"positional": positional}
     p = probe(subject, subject.moved_decoder(**changes).eval())
     x = p.inputs(BATCH, LENGTH)["residual"]
     full = require_finite(
