@@ -1137,3 +1137,19 @@ class CachedPathDropsScoreBias(MultiHead):
 BROKEN += [
     ("attention", "cached_path_drops_score_bias", CachedPathDropsScoreBias, ["kv_cache", "rotary", "score_bias"], {"check_kv_cache_matches_full_forward"}),
 ]  # fmt: skip
+
+
+class RenormsRowsInPlace(Embedding):
+    """Caps each looked-up row's norm at 1 the way ``nn.Embedding(max_norm=1.0)`` does: by
+    rewriting those rows of the weight in place during the forward pass (the output is the
+    capped rows, but the parameter the optimizer holds changes under it)."""
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        with torch.no_grad():
+            torch.embedding_renorm_(self.weight, tokens, 1.0, 2.0)
+        return self.weight[tokens]
+
+
+BROKEN += [
+    ("embedding", "renorms_rows_in_place", RenormsRowsInPlace, [], {"check_leaves_inputs_alone"}),
+]  # fmt: skip

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from transformer_from_scratch.conformance import checks_robust as rob
 from transformer_from_scratch.conformance.checks_common import BATCH, LENGTH, _moved_probe
 from transformer_from_scratch.conformance.probes import Inputs, Probe
 from transformer_from_scratch.conformance.results import CheckFailed, NotApplicable
@@ -72,6 +73,19 @@ def check_leaves_inputs_alone(subject: Subject) -> None:
     p.decoder.train()
     for _, call in _calls(subject, p):
         call()
+    _require_state_unchanged(p, state)
+    _require_state_kept_at_scale(subject)
+
+
+def _require_state_kept_at_scale(subject: Subject) -> None:
+    """The same at a trained model's sizes (weights 10x, inputs as large as trained ones), where
+    a cap on the weights (``nn.Embedding(max_norm=...)`` rewrites the rows it looks up) bites."""
+    p, inputs = rob.scaled(subject, torch.float32)
+    state = {name: x.clone() for name, x in p.decoder.state_dict().items()}
+    with torch.no_grad():
+        p.call(inputs)
+    p.decoder.train()
+    p.call(inputs)
     _require_state_unchanged(p, state)
 
 

@@ -19,7 +19,9 @@ INPUT_SCALE = {"residual": 40.0, "queries": 20.0, "keys": 20.0, "values": 20.0}
 WEIGHT_SCALE = 10.0
 
 
-def _scaled(subject: Subject, dtype: torch.dtype) -> tuple[Probe, Inputs]:
+def scaled(subject: Subject, dtype: torch.dtype) -> tuple[Probe, Inputs]:
+    """An evaluation-mode probe with weight matrices WEIGHT_SCALE times their initial scale,
+    and inputs INPUT_SCALE times their usual one (tracked by autograd)."""
     decoder = subject.decoder().to(dtype).eval()
     with torch.no_grad():
         for param in decoder.parameters():
@@ -59,7 +61,7 @@ def _first_non_finite(p: Probe, inputs: Inputs) -> str | None:
 def check_finite_at_scale(subject: Subject) -> None:
     """Outputs and gradients stay finite at a trained model's activation sizes, fp32 and bf16."""
     for dtype in (torch.float32, torch.bfloat16):
-        p, inputs = _scaled(subject, dtype)
+        p, inputs = scaled(subject, dtype)
         found = _first_non_finite(p, inputs)
         if found:
             sizes = ", ".join(f"{n} up to {float(x.detach().float().abs().max()):.0f}"
