@@ -163,6 +163,21 @@ def test_resume_remembers_the_run_and_says_what_changed(
     refused = tfs_cli("train", "--out", str(out), "--resume", "--tokenizer", "byte")
     assert refused.returncode == 2
     assert "--tokenizer 'byte' (the run has 'char')" in refused.stderr
+    other = tfs_cli("train", "--out", str(out), "--resume", "--spec", "small", "--steps", "16")
+    assert other.returncode != 0
+    assert "--resume refused: the spec differs" in other.stderr
+    assert "resume:" not in other.stderr  # nothing told of changes to a run it did not take
+
+
+def test_an_out_that_is_a_file_is_refused_by_name(tfs_cli: Tfs, data: Path, tmp_path: Path) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for out in (taken, taken / "run"):
+        done = tfs_cli("train", "--data", str(data), *SMALL, "--out", str(out))
+        assert done.returncode != 0
+        assert f"{taken} is a file; choose another --out" in done.stderr
+        assert "Errno" not in done.stderr
+    assert taken.read_text() == "mine"
 
 
 def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -66,7 +66,13 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         """Take the folder, or raise naming the live process that holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise TfsError(
+                f"--out {self.folder}: a run folder is needed, and {_blocker(self.folder)} is a "
+                "file; choose another --out (nothing was changed)"
+            ) from None
         handle = (self.folder / LOCK).open("a+", encoding="utf-8")
         if not _try_lock(handle):
             owner = _owner(handle)
@@ -100,3 +106,11 @@ class RunLock:
             self.handle.truncate()
         self.handle.close()
         self.handle = None
+
+
+def _blocker(folder: Path) -> Path:
+    """The file that stands where ``folder`` (or one of the folders above it) should be."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            return path
+    return folder

@@ -230,23 +230,21 @@ class Trainer:
             model = torch.compile(model)  # type: ignore[assignment]
         return model
 
-    def _take_folder(self, out: Path, resumed: Sequence[str]) -> None:
-        """Lock the run folder (the main process), remove what interrupted saves left, and only
-        then tell how a resumed run's options changed (a refused run has nothing to tell)."""
+    def _take_folder(self, out: Path) -> None:
+        """Lock the run folder (the main process) and remove what interrupted saves left."""
         if self.world.main:
             self.lock.acquire()
             if self.lock.taken_over:
                 self.progress.warn(f"took over the lock left by {self.lock.taken_over}")
             for path in run_folder.remove_temporary_files(out):
                 self.progress.warn(f"removed {path}, left by an interrupted save")
-        for line in resumed:
-            self.progress.warn(f"resume: {line}")
 
     def start(self, resumed: Sequence[str] = ()) -> None:
         """Take the run folder, tidy it, then begin afresh or resume from its latest checkpoint
-        (``resumed``: how the options differ from the run's saved ones, told once it is ours)."""
+        (``resumed``: how the options differ from the run's saved ones, told only once the
+        checkpoint is loaded: a refused run has nothing to tell)."""
         out = self.config.out_dir
-        self._take_folder(out, resumed)
+        self._take_folder(out)
         asked = self.config.spec
         if self.spec.d_vocab != _spec_vocab(asked):
             self.progress.message(f"d_vocab = {self.spec.d_vocab}: the tokenizer's vocabulary "
@@ -263,7 +261,7 @@ class Trainer:
             self.progress.message(f"running {how} (no memory estimate: a part of this spec "
                                   "cannot be built without allocating it)")  # fmt: skip
         if self.config.resume:
-            self._resume(self._resumable(out))
+            self._resume(self._resumable(out), resumed)
             return
         saved = run_folder.latest(out)
         if saved is not None:
@@ -309,7 +307,7 @@ class Trainer:
             f"{reason}; training stopped and {kept} (nothing was overwritten). {advice}".strip()
         )
 
-    def _resume(self, saved: run_folder.Saved) -> None:
+    def _resume(self, saved: run_folder.Saved, resumed: Sequence[str] = ()) -> None:
         problem = None
         if self.world.main:  # one process reads every file through; the others hear the verdict
             try:
@@ -338,6 +336,8 @@ class Trainer:
         self.progress = Progress(self.config.steps, start=self.step, quiet=self.progress.quiet)
         dropped = self.log.trim(self.step) if self.world.main else 0
         again = f"; {dropped} log records after it are dropped (they will be run again)"
+        for line in resumed:
+            self.progress.warn(f"resume: {line}")
         self.progress.message(f"resumed from {saved.model} at step {self.step}"
                               + (again if dropped else ""))  # fmt: skip
 
