@@ -1153,3 +1153,33 @@ class RenormsRowsInPlace(Embedding):
 BROKEN += [
     ("embedding", "renorms_rows_in_place", RenormsRowsInPlace, [], {"check_leaves_inputs_alone"}),
 ]  # fmt: skip
+
+
+class ResidMidOnNormalised(PreNorm):
+    """Fires ``hook_resid_mid`` on the MLP's normalised input instead of the stream: live
+    (patching it changes the MLP's input), but it is not the residual stream."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        normed = self.norm_attention(residual)
+        attended = self.attention(normed, positional=positional, positions=positions, cache=cache)
+        residual = residual + self._drop(attended)
+        return residual + self._drop(self.mlp(self.hook_resid_mid(self.norm_mlp(residual))))
+
+
+class ResidMidBeforeAttention(PreNorm):
+    """Fires ``hook_resid_mid`` on the block's input, before attention has written."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        residual = self.hook_resid_mid(residual)
+        normed = self.norm_attention(residual)
+        attended = self.attention(normed, positional=positional, positions=positions, cache=cache)
+        residual = residual + self._drop(attended)
+        return residual + self._drop(self.mlp(self.norm_mlp(residual)))
+
+
+BROKEN += [
+    ("block", "resid_mid_on_normalised", ResidMidOnNormalised, ["identity_path", "resid_mid"], {"check_resid_mid_between_sublayers"}),
+    ("block", "resid_mid_before_attention", ResidMidBeforeAttention, ["identity_path", "resid_mid"], {"check_resid_mid_between_sublayers"}),
+]  # fmt: skip

@@ -7,6 +7,7 @@ from transformer_from_scratch.conformance.results import CheckFailed, NotApplica
 from transformer_from_scratch.conformance.subject import Subject, move_off_init
 from transformer_from_scratch.conformance.tasks import bigram_accuracy, xor_accuracy
 from transformer_from_scratch.core.cache import LayerCache
+from transformer_from_scratch.core.hooks import HookPoint
 from transformer_from_scratch.core.kinds import PositionalEncoding
 
 
@@ -137,8 +138,15 @@ class _Constant(nn.Module):
 
 
 def _block_output(
-    subject: Subject, attention: Tensor, mlp: Tensor, x: Tensor, moved: bool = False
+    subject: Subject,
+    attention: Tensor,
+    mlp: Tensor,
+    x: Tensor,
+    moved: bool = False,
+    seen: list[Tensor] | None = None,
 ) -> Tensor:
+    """The block's output with stand-in sublayers writing ``attention`` and ``mlp``; what its
+    ``hook_resid_mid`` saw is appended to ``seen`` when given."""
     decoder = subject.decoder()
     dims = decoder.spec.dims
     norm = subject.registry.get("norm", "layer_norm").factory
@@ -146,6 +154,9 @@ def _block_output(
                                   make_norm=lambda: norm(dims), **subject.options)  # fmt: skip
     if moved:  # off their initial values: a gate that starts at 0 (ReZero) opens
         move_off_init(block, seed=7)
+    point = getattr(block, "hook_resid_mid", None)
+    if seen is not None and isinstance(point, HookPoint):
+        point.add(lambda activation, hook: seen.append(activation.clone()))
     out: Tensor = block(x, positional=decoder.positional, positions=torch.arange(x.shape[1]))
     return out
 
@@ -165,6 +176,43 @@ def check_block_identity_path(subject: Subject) -> None:
             f"with zero sublayer outputs the stream changed by {diff:.3g}: the residual path is "
             "not an identity"
         )
+
+
+def check_resid_mid_between_sublayers(subject: Subject) -> None:
+    """``hook_resid_mid`` holds the residual stream itself, after attention has added to it
+    and before the MLP does: with the attention silent it is the block's input, and with the
+    MLP silent it is the block's output.
+
+    Patching ``resid_mid`` (TransformerLens' name) replaces the stream between the sublayers;
+    a hook on the MLP's normalised input, or on the stream before attention has written, is
+    live but holds something else, and every patching or logit-lens result read there is
+    wrong."""
+    if not (subject.has("resid_mid") and subject.has("identity_path")):
+        raise NotApplicable(
+            "it does not declare both 'resid_mid' and 'identity_path' (a parallel block has no "
+            "stream between its sublayers; a post-norm block normalises it)"
+        )
+    generator = torch.Generator().manual_seed(0)
+    width = subject.sizes["d_model"]
+    x = torch.randn(2, 5, width, generator=generator)
+    zero, some = torch.zeros(width), torch.randn(width, generator=generator)
+    with torch.no_grad():
+        before: list[Tensor] = []
+        _block_output(subject, zero, some, x, seen=before)
+        after: list[Tensor] = []
+        out = _block_output(subject, some, zero, x, seen=after)
+    if len(before) != 1 or len(after) != 1:
+        raise CheckFailed(f"hook_resid_mid fired {len(before)} times in one forward pass, not once")
+    for label, mid, expected in (("attention", before[0], x), ("MLP", after[0], out)):
+        diff = (mid - expected).abs().max().item()
+        if not diff <= 1e-6 * (1.0 + expected.abs().max().item()):
+            where = "input" if label == "attention" else "output"
+            raise CheckFailed(
+                f"with the {label} writing nothing, hook_resid_mid differs from the block's "
+                f"{where} by {diff:.3g}: it must hold the residual stream itself between the "
+                "sublayers (x + attention's output), not a normalised copy or the stream before "
+                "attention has written"
+            )
 
 
 def check_block_uses_both_sublayers(subject: Subject) -> None:

@@ -218,6 +218,7 @@ CHECKS: tuple[Check, ...] = (
     Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
     Check(parts.check_block_identity_path, _on("block"), resized=ALL),
     Check(parts.check_block_uses_both_sublayers, _on("block"), resized=ALL),
+    Check(parts.check_resid_mid_between_sublayers, _on("block")),
     Check(dec.check_decoder_causal, ALL, resized=BUT_KERNELS),
     Check(inc.check_decoder_prefix_stable, ALL),
     Check(inc.check_decoder_kv_cache, ALL, resized=BUT_KERNELS),
