@@ -1183,3 +1183,34 @@ BROKEN += [
     ("block", "resid_mid_on_normalised", ResidMidOnNormalised, ["identity_path", "resid_mid"], {"check_resid_mid_between_sublayers"}),
     ("block", "resid_mid_before_attention", ResidMidBeforeAttention, ["identity_path", "resid_mid"], {"check_resid_mid_between_sublayers"}),
 ]  # fmt: skip
+
+
+class ScoresHookBeforeScaling(MultiHead):
+    """Writes its own pattern path and fires ``hook_attn_scores`` on ``QK^T`` before the
+    1/sqrt(d_head) scale and the bias: live, causal, right outputs, but the scores a user reads
+    or patches are not the ones the softmax sees."""
+
+    def _attend_with_pattern(self, *args: Tensor, **kwargs: Any) -> Tensor:
+        q, k, v = args
+        score_bias = kwargs["score_bias"]
+        hidden = causal_mask(kwargs["query_positions"], kwargs["key_positions"])
+        raw = self.hook_attn_scores((q @ k.transpose(-1, -2)).masked_fill(hidden, float("-inf")))
+        scores = raw / math.sqrt(q.shape[-1])
+        if score_bias is not None:
+            scores = scores + score_bias
+        return self.hook_pattern(torch.softmax(scores, dim=-1)) @ v
+
+
+class SharesHeadsByTiling(MultiHead):
+    """Shares key/value heads by tiling (``repeat``: query head h reads KV head h % n_kv)
+    instead of grouping (h // group, as Llama, TransformerLens and the weight converters do):
+    a different model, silently, from the same weights."""
+
+    def _share(self, x: Tensor) -> Tensor:
+        return x if self.group == 1 else x.repeat(1, self.group, 1, 1)
+
+
+BROKEN += [
+    ("attention", "scores_hook_before_scaling", ScoresHookBeforeScaling, ["kv_cache", "rotary", "score_bias"], {"check_pattern_is_a_distribution"}),
+    ("attention", "shares_heads_by_tiling", SharesHeadsByTiling, ["kv_cache", "rotary", "score_bias"], {"check_other_sizes"}),
+]  # fmt: skip

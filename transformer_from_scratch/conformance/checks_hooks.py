@@ -7,6 +7,8 @@ pass with the documented shape, caching does not change the logits, and a replac
 (a hook on a copy, or on a value the component then ignores, is caught).
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -247,12 +249,15 @@ def _require_cache_outlives_run(decoder: Decoder, tokens: Tensor) -> None:
 
 
 def check_pattern_is_a_distribution(subject: Subject) -> None:
-    """An exact kernel's attention pattern is causal and each query's row sums to 1."""
+    """An exact kernel's attention pattern is causal, each query's row sums to 1, and the
+    attention hooks agree as TransformerLens' do: the pattern is the softmax of
+    ``hook_attn_scores`` (scaled, biased and masked already), and ``hook_z`` is the pattern
+    times ``hook_v`` (each query head reading its key/value head)."""
     decoder, tokens = _run(subject)
     names = [n for n in decoder.hook_points() if n.endswith("attn.hook_pattern")]
     if not names:
         raise NotApplicable("no attention pattern here: the kernel is approximate")
-    _, cache = decoder.run_with_cache(tokens, names_filter=names)
+    _, cache = decoder.run_with_cache(tokens)
     for name in names:
         pattern = cache[name].float()
         later = torch.triu(torch.ones(LENGTH, LENGTH, dtype=torch.bool), diagonal=1)
@@ -261,3 +266,31 @@ def check_pattern_is_a_distribution(subject: Subject) -> None:
         sums = pattern.sum(-1)
         if not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
             raise CheckFailed(f"{name}'s rows sum to {sums.min():.4g}..{sums.max():.4g}, not 1")
+        _require_hooks_agree(cache, name.removesuffix("hook_pattern"), pattern)
+
+
+def _require_hooks_agree(cache: Mapping[str, Tensor], prefix: str, pattern: Tensor) -> None:
+    scores = cache.get(f"{prefix}hook_attn_scores")
+    if scores is not None:
+        diff = (torch.softmax(scores.float(), dim=-1) - pattern).abs().max().item()
+        if not diff <= 1e-5:
+            raise CheckFailed(
+                f"{prefix}hook_pattern is not the softmax of {prefix}hook_attn_scores (off by "
+                f"{diff:.3g}): the scores hook must hold what the softmax reads, already scaled "
+                "by 1/sqrt(d_head), with any score bias added and the mask applied"
+            )
+    values, z = cache.get(f"{prefix}hook_v"), cache.get(f"{prefix}hook_z")
+    if values is None or z is None:
+        return
+    group = z.shape[2] // values.shape[2]  # [batch pos head d_head], query heads per KV head
+    shared = values.float().repeat_interleave(group, dim=2)
+    expected = torch.einsum("bhqk,bkhd->bqhd", pattern, shared)
+    diff = (expected - z.float()).abs().max().item()
+    if not diff <= 1e-5 * (1.0 + expected.abs().max().item()):
+        raise CheckFailed(
+            f"{prefix}hook_z is not {prefix}hook_pattern times {prefix}hook_v (off by "
+            f"{diff:.3g}): z holds each head's mix of values, [batch pos head d_head], before "
+            "the output projection, and query head h reads key/value head h // (n_heads / "
+            "n_kv_heads), as Llama's and TransformerLens' grouped heads do (repeat_interleave, "
+            "not repeat)"
+        )

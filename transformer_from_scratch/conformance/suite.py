@@ -228,7 +228,7 @@ CHECKS: tuple[Check, ...] = (
     Check(hooks.check_hooks_fire, ALL, resized=ALL),
     Check(hooks.check_hooks_are_live, ALL),
     Check(hooks.check_activations_belong_to_the_run, ALL),
-    Check(hooks.check_pattern_is_a_distribution, KERNELS),
+    Check(hooks.check_pattern_is_a_distribution, KERNELS, resized=ALL),
     Check(dec.check_combinations, _on("attention_kernel", "positional")),
     Check(dec.check_combinations_with_plugins, _on("attention_kernel", "positional")),
 )
