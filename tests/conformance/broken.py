@@ -1214,3 +1214,31 @@ BROKEN += [
     ("attention", "scores_hook_before_scaling", ScoresHookBeforeScaling, ["kv_cache", "rotary", "score_bias"], {"check_pattern_is_a_distribution"}),
     ("attention", "shares_heads_by_tiling", SharesHeadsByTiling, ["kv_cache", "rotary", "score_bias"], {"check_other_sizes"}),
 ]  # fmt: skip
+
+
+class ScaleHookOnVariance(LayerNorm):
+    """Fires ``hook_scale`` on ``var + eps`` and takes the root after it: live and right, but
+    the scale a user reads (to fold a norm into a linear map, say) is its square."""
+
+    def _written_out(self, residual: Tensor) -> Tensor:
+        centred = residual - residual.mean(dim=-1, keepdim=True)
+        variance = self.hook_scale(centred.square().mean(dim=-1, keepdim=True) + self.eps)
+        out = self.hook_normalized(centred / variance.sqrt()) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+class NormalizedHookAfterGain(LayerNorm):
+    """Fires ``hook_normalized`` after the gain: the same numbers at initialisation, where the
+    gain is one; once trained it is no longer the normalised stream."""
+
+    def _written_out(self, residual: Tensor) -> Tensor:
+        centred = residual - residual.mean(dim=-1, keepdim=True)
+        scale = self.hook_scale((centred.square().mean(dim=-1, keepdim=True) + self.eps).sqrt())
+        out = self.hook_normalized(centred / scale * self.weight)
+        return out if self.bias is None else out + self.bias
+
+
+BROKEN += [
+    ("norm", "scale_hook_on_variance", ScaleHookOnVariance, _NORM_CAPABILITIES, {"check_norm_hooks_agree"}),
+    ("norm", "normalized_hook_after_gain", NormalizedHookAfterGain, _NORM_CAPABILITIES, {"check_norm_hooks_agree"}),
+]  # fmt: skip

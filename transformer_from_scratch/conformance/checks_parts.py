@@ -1,5 +1,7 @@
 """Checks of embeddings, unembeddings, norms, MLPs and blocks."""
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -71,6 +73,72 @@ def check_normalises(subject: Subject) -> None:
                 f"an output vector has root mean square off 1 by {worst:.3g}: is it normalising "
                 "over the wrong axis?"
             )
+
+
+def check_norm_hooks_agree(subject: Subject) -> None:
+    """Its hooks hold what TransformerLens' do: ``hook_normalized`` the normalised vector,
+    before gain and bias (with the statistics it declares), ``hook_scale`` the number each
+    input vector was divided by (its centred input is normalized x scale), and the output is
+    the normalised vector times a gain plus a bias, feature by feature.
+
+    Checked with gain and bias moved off 1 and 0 (at initialisation a hook after the gain holds
+    the same numbers). A hook on the variance instead of its root, or on the vector after the
+    gain, is live and passes the hook checks, but a user dividing by the scale or reading the
+    normalised stream gets something else."""
+    norm, x = subject.module(subject.moved_decoder()), _norm_input(subject)
+    points = {name: getattr(norm, name, None) for name in ("hook_scale", "hook_normalized")}
+    if not all(isinstance(point, HookPoint) for point in points.values()):
+        raise NotApplicable("it has no hook_scale and hook_normalized (check_hooks_fire asks)")
+    seen: dict[str, Tensor] = {}
+    for name, point in points.items():
+        assert isinstance(point, HookPoint)
+        point.add(_keeper(seen, name))
+    with torch.no_grad():
+        out = norm(x)
+    normalized, scale = seen["hook_normalized"], seen["hook_scale"]
+    centred = x - x.mean(-1, keepdim=True) if subject.has("zero_mean") else x
+    _require_close(normalized * scale, centred, "hook_normalized x hook_scale", "the input" + (
+        " less its mean" if subject.has("zero_mean") else ""))  # fmt: skip
+    if subject.has("unit_rms"):
+        rms = normalized.pow(2).mean(-1).sqrt()
+        _require_close(rms, torch.ones_like(rms), "hook_normalized's root mean square", "1", 1e-2)
+    _require_affine_per_feature(normalized, out)
+
+
+def _keeper(seen: dict[str, Tensor], name: str) -> Callable[[Tensor, HookPoint], None]:
+    """A hook keeping a copy of the first activation it sees in ``seen[name]``."""
+
+    def keep(activation: Tensor, hook: HookPoint) -> None:
+        seen.setdefault(name, activation.clone())
+
+    return keep
+
+
+def _require_close(
+    got: Tensor, expected: Tensor, what: str, should: str, tolerance: float = 1e-4
+) -> None:
+    diff = (got - expected).abs().max().item()
+    if not diff <= tolerance * (1.0 + expected.abs().max().item()):
+        raise CheckFailed(
+            f"{what} is off {should} by {diff:.3g}: hook_scale holds what each vector is divided "
+            "by (sqrt(var + eps), not the variance) and hook_normalized the vector divided by it, "
+            "before any gain or bias"
+        )
+
+
+def _require_affine_per_feature(normalized: Tensor, out: Tensor) -> None:
+    """Each output feature is a x (that feature of hook_normalized) + c, the same a and c at
+    every position (a least-squares fit over all of them leaves nothing over)."""
+    n, y = normalized.reshape(-1, normalized.shape[-1]), out.reshape(-1, out.shape[-1])
+    n_centred, y_centred = n - n.mean(0), y - y.mean(0)
+    gain = (n_centred * y_centred).sum(0) / n_centred.pow(2).sum(0).clamp_min(1e-12)
+    left = (y_centred - gain * n_centred).abs().max().item()
+    if not left <= 1e-4 * (1.0 + y.abs().max().item()):
+        raise CheckFailed(
+            f"the output is not hook_normalized times a gain plus a bias, feature by feature "
+            f"(off by {left:.3g}): is hook_normalized fired after the gain, or on something the "
+            "output does not come from?"
+        )
 
 
 def check_norm_invariances(subject: Subject) -> None:

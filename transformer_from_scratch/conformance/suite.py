@@ -215,6 +215,7 @@ CHECKS: tuple[Check, ...] = (
     Check(parts.check_tied_shares_tensor, _on("unembedding")),
     Check(parts.check_normalises, _on("norm"), resized=ALL),
     Check(parts.check_norm_invariances, _on("norm"), resized=ALL),
+    Check(parts.check_norm_hooks_agree, _on("norm")),
     Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
     Check(parts.check_block_identity_path, _on("block"), resized=ALL),
     Check(parts.check_block_uses_both_sublayers, _on("block"), resized=ALL),
