@@ -1242,3 +1242,26 @@ BROKEN += [
     ("norm", "scale_hook_on_variance", ScaleHookOnVariance, _NORM_CAPABILITIES, {"check_norm_hooks_agree"}),
     ("norm", "normalized_hook_after_gain", NormalizedHookAfterGain, _NORM_CAPABILITIES, {"check_norm_hooks_agree"}),
 ]  # fmt: skip
+
+
+class PostHookBeforeActivation(GELU):
+    """Fires ``hook_post`` on the pre-activations and applies GELU after it: live and right,
+    but the "neuron activations" a user reads or patches are the pre-activations."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(gelu(self.hook_post(pre)), self.W_out, self.b_out)
+
+
+class PreHookAfterActivation(GELU):
+    """Fires ``hook_pre`` after the activation (both hooks then hold the activations)."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        post = self.hook_pre(gelu(affine(residual, self.W_in, self.b_in)))
+        return affine(self.hook_post(post), self.W_out, self.b_out)
+
+
+BROKEN += [
+    ("mlp", "post_hook_before_activation", PostHookBeforeActivation, [], {"check_mlp_hooks_agree"}),
+    ("mlp", "pre_hook_after_activation", PreHookAfterActivation, [], {"check_mlp_hooks_agree"}),
+]  # fmt: skip

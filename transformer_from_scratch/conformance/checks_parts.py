@@ -105,6 +105,67 @@ def check_norm_hooks_agree(subject: Subject) -> None:
     _require_affine_per_feature(normalized, out)
 
 
+def check_mlp_hooks_agree(subject: Subject) -> None:
+    """Its hooks hold what TransformerLens' do: ``hook_pre`` the pre-activations, an affine
+    function of its input (``x W_in + b_in``), and ``hook_post`` the activations its output
+    projection reads, so the output is an affine function of them (``post W_out + b_out``).
+
+    A hook on the wrong side of the activation is live and passes the hook checks, but every
+    neuron a user reads or patches there is something else. Checked by midpoints: the value at
+    the midpoint of two inputs (or of two patched activations) is the midpoint of the values."""
+    mlp = subject.module(subject.moved_decoder().eval())
+    points = {name: getattr(mlp, name, None) for name in ("hook_pre", "hook_post")}
+    if not all(isinstance(point, HookPoint) for point in points.values()):
+        raise NotApplicable("it has no hook_pre and hook_post (check_hooks_fire asks)")
+    generator = torch.Generator().manual_seed(0)
+    width = subject.sizes["d_model"]
+    x1, x2 = (torch.randn(2, 5, width, generator=generator) for _ in range(2))
+    pre_hook, post_hook = points["hook_pre"], points["hook_post"]
+    assert isinstance(pre_hook, HookPoint) and isinstance(post_hook, HookPoint)
+    with torch.no_grad():
+        pres = [_seen_at(mlp, pre_hook, x) for x in (x1, x2, (x1 + x2) / 2)]
+        _require_midpoint(pres, "hook_pre", "its input", "x W_in + b_in, before the activation")
+        post = _seen_at(mlp, post_hook, x1)
+        r1, r2 = (torch.randn(post.shape, generator=generator) for _ in range(2))
+        outs = [_patched(mlp, post_hook, x1, r) for r in (r1, r2, (r1 + r2) / 2)]
+        _require_midpoint(
+            outs, "the output", "hook_post", "post W_out + b_out, after the activation"
+        )
+
+
+def _seen_at(module: nn.Module, point: HookPoint, x: Tensor) -> Tensor:
+    seen: dict[str, Tensor] = {}
+    keep = _keeper(seen, "it")
+    point.add(keep)
+    try:
+        module(x)
+    finally:
+        point.remove(keep)
+    return seen["it"]
+
+
+def _patched(module: nn.Module, point: HookPoint, x: Tensor, value: Tensor) -> Tensor:
+    def replace(activation: Tensor, hook: HookPoint) -> Tensor:
+        return value
+
+    point.add(replace)
+    try:
+        out: Tensor = module(x)
+    finally:
+        point.remove(replace)
+    return out
+
+
+def _require_midpoint(values: list[Tensor], what: str, of: str, formula: str) -> None:
+    first, second, middle = values
+    diff = (middle - (first + second) / 2).abs().max().item()
+    if not diff <= 1e-4 * (1.0 + middle.abs().max().item()):
+        raise CheckFailed(
+            f"{what} is not an affine function of {of} (at the midpoint it is off by {diff:.3g}): "
+            f"it should be {formula}. Is the hook on the other side of the activation?"
+        )
+
+
 def _keeper(seen: dict[str, Tensor], name: str) -> Callable[[Tensor, HookPoint], None]:
     """A hook keeping a copy of the first activation it sees in ``seen[name]``."""
 

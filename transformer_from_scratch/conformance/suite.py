@@ -217,6 +217,7 @@ CHECKS: tuple[Check, ...] = (
     Check(parts.check_norm_invariances, _on("norm"), resized=ALL),
     Check(parts.check_norm_hooks_agree, _on("norm")),
     Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
+    Check(parts.check_mlp_hooks_agree, _on("mlp")),
     Check(parts.check_block_identity_path, _on("block"), resized=ALL),
     Check(parts.check_block_uses_both_sublayers, _on("block"), resized=ALL),
     Check(parts.check_resid_mid_between_sublayers, _on("block")),
