@@ -1265,3 +1265,45 @@ BROKEN += [
     ("mlp", "post_hook_before_activation", PostHookBeforeActivation, [], {"check_mlp_hooks_agree"}),
     ("mlp", "pre_hook_after_activation", PreHookAfterActivation, [], {"check_mlp_hooks_agree"}),
 ]  # fmt: skip
+
+
+class _SavesFloat32Weights(torch.autograd.Function):
+    """Attention with a hand-written backward that saves the softmax weights as they come:
+    under autocast they are float32 (a float32 score bias promotes them) while the gradient
+    arriving is bfloat16, and ``weights^T @ grad`` mixes the two."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, hidden: Tensor,
+                bias: Tensor | None) -> Tensor:  # fmt: skip
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if bias is not None:
+            scores = scores + bias
+        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+        ctx.save_for_backward(q, k, v, weights)
+        return weights @ v
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, weights = ctx.saved_tensors
+        scale = 1 / math.sqrt(q.shape[-1])
+        d_weights = grad @ v.transpose(-1, -2)
+        d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdim=True))
+        d_bias = d_scores.sum(0) if ctx.needs_input_grad[4] else None
+        return (d_scores @ k * scale, d_scores.transpose(-1, -2) @ q * scale,
+                weights.transpose(-1, -2) @ grad, None, d_bias)  # fmt: skip
+
+
+class BackwardBlindToAutocast(_Kernel):
+    """A kernel with a hand-written backward that is right in float32 and in bfloat16, and
+    crashes ``tfs train --dtype bfloat16`` (autocast) as soon as a score bias is used."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        hidden = self.hidden(query_positions, key_positions)
+        out: Tensor = _SavesFloat32Weights.apply(q, k, v, hidden, score_bias)
+        return out
+
+
+BROKEN += [
+    ("attention_kernel", "backward_blind_to_autocast", BackwardBlindToAutocast, ["exact", "kv_cache", "score_bias"], {"check_autocast"}),
+]  # fmt: skip

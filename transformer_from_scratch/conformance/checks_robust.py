@@ -185,3 +185,50 @@ def check_follows_device(subject: Subject) -> None:
             raise CheckFailed(
                 f"{dtype} inputs and weights gave {out.dtype}: keep the inputs' dtype"
             )
+
+
+def check_autocast(subject: Subject) -> None:
+    """Under bfloat16 autocast, as ``tfs train --dtype bfloat16`` runs it, it trains: the
+    forward and backward passes run, and the logits and every gradient are finite, the logits
+    within bfloat16's rounding of float32's.
+
+    Autocast mixes dtypes where a bfloat16 model does not: matrix products come out in
+    bfloat16 while a score bias, a softmax or a norm may stay in float32. A hand-written
+    backward that multiplies a saved float32 tensor by a bfloat16 gradient fails only here
+    (decorate it with ``torch.amp.custom_fwd`` / ``custom_bwd``, or cast to one dtype). Run with
+    the tiny decoder's own positions and, where the part takes a score bias, with ALiBi's
+    float32 one."""
+    positionals: list[str | None] = [None]
+    if subject.kind in ("attention", "attention_kernel") and subject.has("score_bias"):
+        positionals.append("alibi")
+    for positional in positionals:
+        changes: dict[str, Any] = {} if positional is None else {"positional": positional}
+        _trains_under_autocast(subject, changes, "" if positional is None else " with ALiBi")
+
+
+def _trains_under_autocast(subject: Subject, changes: dict[str, Any], label: str) -> None:
+    tokens = torch.randint(0, subject.sizes["d_vocab"], (BATCH, LENGTH),
+                           generator=torch.Generator().manual_seed(0))  # fmt: skip
+    exact = subject.moved_decoder(**changes).train()(tokens).detach()
+    decoder = subject.moved_decoder(**changes).train()
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = decoder(tokens)
+        logits.float().logsumexp(-1).mean().backward()
+    except RuntimeError as exc:
+        raise CheckFailed(
+            f"under bfloat16 autocast{label} it raised RuntimeError: {exc}. Autocast hands it "
+            "bfloat16 and float32 tensors together; a hand-written backward needs "
+            "torch.amp.custom_fwd / custom_bwd, or one dtype chosen explicitly"
+        ) from exc
+    error = (logits.float() - exact).abs().max().item()
+    if not error <= 0.05 * exact.abs().max().item():
+        raise CheckFailed(
+            f"under bfloat16 autocast{label} the logits are {error:.3g} off float32's (of "
+            f"{exact.abs().max().item():.3g}), beyond bfloat16's rounding"
+        )
+    for name, param in decoder.named_parameters():
+        if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+            raise CheckFailed(
+                f"under bfloat16 autocast{label} the gradient of {name} is not finite"
+            )

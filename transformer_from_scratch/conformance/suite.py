@@ -193,6 +193,7 @@ CHECKS: tuple[Check, ...] = (
     Check(common.check_float64, ALL),
     Check(common.check_bfloat16, ALL),
     Check(rob.check_follows_device, ALL),
+    Check(rob.check_autocast, ALL),
     Check(common.check_safetensors_round_trip, ALL),
     Check(common.check_moves_device, ALL),
     Check(att.check_causal_by_perturbation, KERNELS),
