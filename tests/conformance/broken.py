@@ -1307,3 +1307,22 @@ class BackwardBlindToAutocast(_Kernel):
 BROKEN += [
     ("attention_kernel", "backward_blind_to_autocast", BackwardBlindToAutocast, ["exact", "kv_cache", "score_bias"], {"check_autocast"}),
 ]  # fmt: skip
+
+
+class GateAsBuffer(GELU):
+    """Keeps a learned output gate as a buffer that requires a gradient: saved, moved and
+    differentiated like a parameter, but the optimizer only updates parameters."""
+
+    gate: Tensor
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.register_buffer("gate", torch.ones(dims.d_model).requires_grad_())
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return super().forward(residual) * self.gate
+
+
+BROKEN += [
+    ("mlp", "gate_as_buffer", GateAsBuffer, [], {"check_gradient_reaches_every_parameter"}),
+]  # fmt: skip

@@ -68,6 +68,14 @@ def check_gradient_reaches_every_parameter(subject: Subject) -> None:
     context checked (T5's logarithmic buckets reach 128); ``check_far_positions`` reads its
     far end instead."""
     p = probe(subject, subject.moved_decoder().train())
+    outside = _learnable_outside_parameters(p.owner)
+    if outside:
+        raise CheckFailed(
+            f"{', '.join(outside)} require(s) a gradient but is not an nn.Parameter (a buffer or "
+            "a plain tensor attribute): the optimizer updates parameters only, so it never "
+            "learns. Wrap it in nn.Parameter (or, if it is meant to stay fixed, a buffer without "
+            "requires_grad)"
+        )
     params = dict(p.owner.named_parameters())
     if not params:
         raise NotApplicable("it has no parameters")
@@ -113,6 +121,19 @@ def _dead_entries(name: str, param: torch.nn.Parameter) -> str:
         f"{int(zero.sum())} of {param.numel()} entries of parameter {name} "
         f"{tuple(param.shape)} get no gradient (the first at index {first})"
     )
+
+
+def _learnable_outside_parameters(owner: torch.nn.Module) -> list[str]:
+    """Tensors of ``owner`` (or its submodules) made to learn without being parameters:
+    buffers that require a gradient, and leaf tensors requiring one kept as plain attributes
+    (``self.w = torch.randn(..., requires_grad=True)``)."""
+    found = [name for name, buffer in owner.named_buffers() if buffer.requires_grad]
+    for path, module in owner.named_modules():
+        for name, value in vars(module).items():
+            is_plain = isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter)
+            if is_plain and value.requires_grad and value.is_leaf:
+                found.append(f"{path}.{name}" if path else name)
+    return found
 
 
 def check_eval_deterministic(subject: Subject) -> None:
