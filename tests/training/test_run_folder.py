@@ -291,8 +291,15 @@ def test_one_writer_per_run_folder_and_a_killed_writers_lock_is_taken_over(
     assert steps == sorted(set(steps)) and steps[-1] == saved.step + 3
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
-def test_ctrl_c_saves_the_step_reached_and_prints_how_to_resume(data: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(sys.platform == "win32", reason="signals to a child process are POSIX")
+@pytest.mark.parametrize(
+    ("sent", "code", "told"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_saves_the_step_reached_and_prints_how_to_resume(
+    data: Path, tmp_path: Path, sent: signal.Signals, code: int, told: str
+) -> None:
     out = tmp_path / "run"
     args = ["train", "--spec", "tiny", "--data", str(data), "--tokenizer", "char", "--context",
             "16", "--batch-size", "4", "--checkpoint-every", "100000", "--eval-every", "100000",
@@ -306,12 +313,12 @@ def test_ctrl_c_saves_the_step_reached_and_prints_how_to_resume(data: Path, tmp_
     while not (log.exists() and len(log.read_text().splitlines()) >= 5):
         assert time.monotonic() < deadline and child.poll() is None
         time.sleep(0.05)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(sent)
     _, stderr = child.communicate(timeout=60)
-    assert child.returncode == 130, stderr
+    assert child.returncode == code, stderr
     assert "Traceback" not in stderr
     saved = run_folder.latest(out)
     assert saved is not None and saved.step >= 5
-    assert f"interrupted at step {saved.step} of 100000; saved {saved.model}" in stderr
+    assert f"{told} at step {saved.step} of 100000; saved {saved.model}" in stderr
     assert f"Continue with: tfs train --out {out} --resume" in stderr
     last_good_is_finite(out, saved.step)

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except Interrupted as stop:
         print(f"tfs {args.command}: {stop}", file=sys.stderr)
-        return 130
+        return stop.code
     except (TfsError, OSError) as err:
         if args.debug:
             raise

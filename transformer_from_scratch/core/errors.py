@@ -56,7 +56,12 @@ class IncompatibleComponentsError(SpecError):
 
 
 class Interrupted(TfsError):
-    """A run stopped by the user (Ctrl-C) after saving where it was; the CLI exits with 130."""
+    """A run stopped by a signal after saving where it was; the CLI exits with ``code`` (130
+    for Ctrl-C, 143 for SIGTERM: 128 + the signal's number, as a shell reports it)."""
+
+    def __init__(self, message: str, code: int = 130) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ComponentError(TfsError):

@@ -154,7 +154,7 @@ class Trainer:
         self.model = self._wrap(self.decoder)
         self.lock = RunLock(config.out_dir)
         self.spikes = SpikeDetector(config.spike_sigma)
-        self.interrupted = False
+        self.interrupted: signal.Signals | None = None  # SIGINT (Ctrl-C) or SIGTERM, once
         self.data_digest = sha256(self.train_ids.numpy().tobytes() + self.val_ids.numpy().tobytes())
 
     # --- set-up ------------------------------------------------------------------------
@@ -587,7 +587,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _finish_step_on_interrupt(self) -> Iterator[None]:
-        """The first Ctrl-C lets the step finish, then saves; a second stops at once."""
+        """The first Ctrl-C or SIGTERM (``kill``, ``timeout``, a scheduler's preemption) lets
+        the step finish, then saves; a second stops at once."""
         if self.world.size > 1 or threading.current_thread() is not threading.main_thread():
             yield  # torchrun's processes stop together by its own signal handling
             return
@@ -595,22 +596,27 @@ class Trainer:
         def handler(signum: int, frame: Any) -> None:
             if self.interrupted:
                 raise KeyboardInterrupt
-            self.interrupted = True
-            self.progress.warn("interrupted: finishing this step and saving (Ctrl-C again to "
+            self.interrupted = signal.Signals(signum)
+            what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+            again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
+            self.progress.warn(f"{what}: finishing this step and saving ({again} again to "
                                "stop at once, without saving)")  # fmt: skip
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, before in previous.items():
+                signal.signal(sig, before)
 
     def _stop_interrupted(self) -> NoReturn:
         path = self.save()
         again = shlex.join(["tfs", "train", "--out", str(self.config.out_dir), "--resume"])
+        terminated = self.interrupted == signal.SIGTERM
         raise Interrupted(
-            f"interrupted at step {self.step} of {self.config.steps}; saved {path}. "
-            f"Continue with: {again}"
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {self.step} of "
+            f"{self.config.steps}; saved {path}. Continue with: {again}",
+            code=143 if terminated else 130,
         )
 
     def _periodic(self, loss: float) -> None:
