@@ -164,6 +164,25 @@ def test_the_spike_detector_waits_for_a_window_then_flags_outliers() -> None:
     assert spike is not None and spike.step == 11 and "loss spike at step 11" in str(spike)
 
 
+def test_generation_reads_a_run_folder_or_any_one_of_its_checkpoint_folders(
+    data: Path, tmp_path: Path
+) -> None:
+    from transformer_from_scratch.generation.loading import load_for_generation
+
+    out = tmp_path / "run"
+    train(config(data, out, steps=10, checkpoint_every=5))
+    latest, _ = load_for_generation(out)
+    earlier, _ = load_for_generation(out / "ckpt-0000005")
+    for decoder, step in ((latest, 10), (earlier, 5)):
+        saved = load_decoder(out / f"ckpt-{step:07d}" / "model.safetensors")
+        assert all(torch.equal(a, b) for a, b in
+                   zip(decoder.state_dict().values(), saved.state_dict().values(), strict=True))  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(tfs.CheckpointError, match=r"neither latest\.json.*nor model\.safetensors"):
+        load_for_generation(empty)
+
+
 def test_keep_holds_the_newest_n_checkpoints(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(config(data, out, checkpoint_every=2, keep=2))

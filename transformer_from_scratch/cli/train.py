@@ -140,7 +140,8 @@ def add_commands(sub: Any) -> None:
         "--checkpoint",
         required=True,
         metavar="PATH",
-        help="a model.safetensors file or a run folder",
+        help="a model.safetensors file, a run folder (its latest checkpoint), or one of its "
+        "checkpoint folders (an earlier step)",
     )
     add("--prompt", default="", help="text to continue (default: start from end-of-text)")
     add("--max-new-tokens", type=int, default=200)

@@ -9,15 +9,22 @@ from transformer_from_scratch.core.sharded import is_sharded
 from transformer_from_scratch.training import state as run_folder
 from transformer_from_scratch.training.tokenizers import Tokenizer, from_description
 
+MODEL = "model.safetensors"  # a checkpoint folder's model file
+
 
 def checkpoint_path(path: str | Path) -> Path:
-    """A model file or checkpoint folder as given, or the latest checkpoint in a run folder."""
+    """A model file or sharded checkpoint folder as given, the model file of one checkpoint
+    folder of a run (``RUN/ckpt-0000500``: an earlier step), or the latest checkpoint of a run
+    folder."""
     path = Path(path)
     if path.is_dir() and not is_sharded(path):
+        if (path / MODEL).is_file() and not (path / run_folder.LATEST).exists():
+            return path / MODEL
         saved = run_folder.latest(path)
         if saved is None:
             raise CheckpointError(
-                f"{path} is a folder without a checkpoint ({run_folder.LATEST} is missing)"
+                f"{path} is a folder without a checkpoint (neither {run_folder.LATEST}, as a run "
+                f"folder has, nor {MODEL}, as each checkpoint folder in it has)"
             )
         return saved.model
     return path
