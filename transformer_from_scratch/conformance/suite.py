@@ -32,6 +32,9 @@ from transformer_from_scratch.conformance import (
     checks_gradient as grad,
 )
 from transformer_from_scratch.conformance import (
+    checks_hook_meaning as held,
+)
+from transformer_from_scratch.conformance import (
     checks_hooks as hooks,
 )
 from transformer_from_scratch.conformance import (
@@ -216,9 +219,9 @@ CHECKS: tuple[Check, ...] = (
     Check(parts.check_tied_shares_tensor, _on("unembedding")),
     Check(parts.check_normalises, _on("norm"), resized=ALL),
     Check(parts.check_norm_invariances, _on("norm"), resized=ALL),
-    Check(parts.check_norm_hooks_agree, _on("norm")),
+    Check(held.check_norm_hooks_agree, _on("norm")),
     Check(parts.check_learns_nonlinear, _on("mlp"), learning=True),
-    Check(parts.check_mlp_hooks_agree, _on("mlp")),
+    Check(held.check_mlp_hooks_agree, _on("mlp")),
     Check(parts.check_block_identity_path, _on("block"), resized=ALL),
     Check(parts.check_block_uses_both_sublayers, _on("block"), resized=ALL),
     Check(parts.check_resid_mid_between_sublayers, _on("block")),
