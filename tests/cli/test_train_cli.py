@@ -189,6 +189,38 @@ def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost, POSIX signals")
+def test_sigterm_to_torchrun_saves_one_step_in_every_process_and_the_run_resumes(
+    data: Path, tmp_path: Path
+) -> None:
+    """torchrun forwards SIGTERM to its processes (a scheduler may send it to them too): they
+    agree on one step, save it together, and say so once; the run then resumes."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    script = shutil.which("tfs") or str(Path(sys.executable).parent / "tfs")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+              "2", script, "train", "--spec", "tiny", "--data", str(data), "--steps", "100000",
+              "--batch-size", "4", "--context", "16", "--log-every", "1", "--eval-every",
+              "100000", "--checkpoint-every", "100000", "--sample-tokens", "0", "--device",
+              "cpu", "--threads", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    child = subprocess.Popen(launch, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    log, deadline = out / "log.jsonl", time.monotonic() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=120)
+    saved = json.loads((out / "latest.json").read_text())["step"]
+    assert saved >= 5
+    told = f"terminated (SIGTERM) at step {saved} of 100000"
+    assert stderr.count(told) == 1, stderr[-3000:]
+    _torchrun(tmp_path, "--out", str(out), "--resume", "--steps", str(saved + 2))
+    assert json.loads((out / "latest.json").read_text())["step"] == saved + 2
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost")
 def test_each_process_draws_its_own_dropout_masks_and_resumes_them_exactly(
     data: Path, tmp_path: Path

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_threads(args.threads, one_is_best=args.command == "check")
         code: int = args.run(args)
     except Interrupted as stop:
-        print(f"tfs {args.command}: {stop}", file=sys.stderr)
+        if str(stop):  # (under torchrun, only the main process tells)
+            print(f"tfs {args.command}: {stop}", file=sys.stderr)
         return stop.code
     except (TfsError, OSError) as err:
         if args.debug:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import attrs
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from transformer_from_scratch.core import memory, sharded, threads
@@ -120,6 +121,10 @@ def make_optimizer(decoder: nn.Module, config: TrainConfig) -> torch.optim.AdamW
 
 
 ADVICE = "Try a lower --lr, --grad-clip, or --dtype float32"
+
+
+# Seconds within which a second signal counts as a repeat of the first (torchrun forwards it).
+REPEAT_WINDOW = 2.0
 
 
 class Trainer:
@@ -572,7 +577,7 @@ class Trainer:
                 self.progress.update(self.step, loss, self.throughput.recent)
                 self._periodic(loss)  # validation and checkpoints: not counted as training
                 self._share_cores()
-                if self.interrupted:
+                if self._told_to_stop():
                     self._stop_interrupted()
         val_loss, val_accuracy = self.evaluate()
         self.log.write({"step": self.step, "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -588,19 +593,30 @@ class Trainer:
     @contextlib.contextmanager
     def _finish_step_on_interrupt(self) -> Iterator[None]:
         """The first Ctrl-C or SIGTERM (``kill``, ``timeout``, a scheduler's preemption) lets
-        the step finish, then saves; a second stops at once."""
-        if self.world.size > 1 or threading.current_thread() is not threading.main_thread():
-            yield  # torchrun's processes stop together by its own signal handling
+        the step finish, then saves; a second stops at once.
+
+        Under torchrun every process gets the signal, often twice (from the terminal or the
+        scheduler, and again from torchrun, which forwards it): a repeat within
+        ``REPEAT_WINDOW`` seconds counts as the same one. The processes agree after each step
+        whether any was signalled (:meth:`_told_to_stop`), so they save the same step together
+        within the grace torchrun gives them before it kills them (30 s)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
             return
+        first_at: list[float] = []
 
         def handler(signum: int, frame: Any) -> None:
             if self.interrupted:
-                raise KeyboardInterrupt
+                if self.world.size == 1 or time.monotonic() - first_at[0] > REPEAT_WINDOW:
+                    raise KeyboardInterrupt
+                return
             self.interrupted = signal.Signals(signum)
+            first_at.append(time.monotonic())
             what = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
             again = "Ctrl-C" if signum == signal.SIGINT else "the signal"
-            self.progress.warn(f"{what}: finishing this step and saving ({again} again to "
-                               "stop at once, without saving)")  # fmt: skip
+            if self.world.main:
+                self.progress.warn(f"{what}: finishing this step and saving ({again} again to "
+                                   "stop at once, without saving)")  # fmt: skip
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -609,15 +625,26 @@ class Trainer:
             for sig, before in previous.items():
                 signal.signal(sig, before)
 
+    def _told_to_stop(self) -> bool:
+        """Whether this process, or (under torchrun) any process, was signalled to stop."""
+        if self.world.size == 1:
+            return self.interrupted is not None
+        told = torch.tensor([0 if self.interrupted is None else int(self.interrupted)],
+                            device=self.world.device)  # fmt: skip
+        dist.all_reduce(told, op=dist.ReduceOp.MAX)
+        if self.interrupted is None and int(told):
+            self.interrupted = signal.Signals(int(told))
+        return bool(int(told))
+
     def _stop_interrupted(self) -> NoReturn:
         path = self.save()
         again = shlex.join(["tfs", "train", "--out", str(self.config.out_dir), "--resume"])
         terminated = self.interrupted == signal.SIGTERM
-        raise Interrupted(
+        told = (
             f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {self.step} of "
-            f"{self.config.steps}; saved {path}. Continue with: {again}",
-            code=143 if terminated else 130,
+            f"{self.config.steps}; saved {path}. Continue with: {again}"
         )
+        raise Interrupted(told if self.world.main else "", code=143 if terminated else 130)
 
     def _periodic(self, loss: float) -> None:
         if self.step % self.config.log_every == 0:
