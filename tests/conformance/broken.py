@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -17,6 +18,7 @@ from transformer_from_scratch.components.gelu import GELU
 from transformer_from_scratch.components.layer_norm import LayerNorm
 from transformer_from_scratch.components.learned import Learned
 from transformer_from_scratch.components.multi_head import MultiHead
+from transformer_from_scratch.components.post_norm import PostNorm
 from transformer_from_scratch.components.pre_norm import PreNorm
 from transformer_from_scratch.components.rotary import Rotary
 from transformer_from_scratch.core.cache import LayerCache
@@ -1325,4 +1327,167 @@ class GateAsBuffer(GELU):
 
 BROKEN += [
     ("mlp", "gate_as_buffer", GateAsBuffer, [], {"check_gradient_reaches_every_parameter"}),
+]  # fmt: skip
+
+
+# Each check catches at least one broken example (test_every_check_has_teeth); these are the
+# ones written for checks that had none.
+
+
+class NeedsAnOption(GELU):
+    """Requires an option the spec never gives (a constructor argument without a default)."""
+
+    def __init__(self, dims: tfs.Dims, width_multiplier: int) -> None:
+        super().__init__(dims)
+
+
+class ReturnsTheHiddenLayer(GELU):
+    """Returns its hidden activations (``d_mlp`` wide) instead of projecting them back."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return gelu(affine(residual, self.W_in, self.b_in))
+
+
+class TanhThroughNumpy(GELU):
+    """Takes GELU's tanh through NumPy ("it has a fast tanh"): NumPy has no bfloat16, nor
+    gradients."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = affine(residual, self.W_in, self.b_in)
+        inner = math.sqrt(2 / math.pi) * (pre + 0.044715 * pre**3)
+        tanh = torch.from_numpy(np.tanh(inner.detach().numpy())).to(pre)
+        return affine(0.5 * pre * (1 + tanh), self.W_out, self.b_out)
+
+
+class RandomFeaturesNotSaved(GELU):
+    """Adds a fixed random projection kept in a non-persistent buffer: the checkpoint leaves it
+    out, so a model loaded elsewhere (another seed) computes something else."""
+
+    def __init__(self, dims: tfs.Dims) -> None:
+        super().__init__(dims)
+        self.register_buffer("features", torch.randn(dims.d_model, dims.d_model), persistent=False)
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return super().forward(residual) + residual @ self.features
+
+
+class ScalesByKeepInEval(PreNorm):
+    """Dropout as first published: drops without rescaling while training, and scales by
+    ``1 - p`` in evaluation instead. Consistent on average, but evaluation (and every sample)
+    then depends on the dropout setting: the same weights give other outputs with p = 0."""
+
+    def _drop(self, update: Tensor) -> Tensor:
+        if not self.dropout:
+            return update
+        if not self.training:
+            return update * (1 - self.dropout)
+        return update * (torch.rand_like(update) >= self.dropout)
+
+
+class IgnoresRotation(MultiHead):
+    """Declares 'rotary' but never turns queries or keys (a positional encoding that only
+    rotates then reaches nothing)."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        class BiasOnly(tfs.PositionalEncoding):
+            def score_bias(self, query_positions: Tensor, key_positions: Tensor) -> Tensor | None:
+                return positional.score_bias(query_positions, key_positions)
+
+        return super().forward(residual, positional=BiasOnly(), positions=positions, cache=cache)
+
+
+class CosineForBoth(Rotary):
+    """A "rotation" using the cosine for both terms: it changes each vector's length by
+    position, so scores depend on where a query is, not only how far back the key is."""
+
+    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        turned, kept = x[..., : self.rotated], x[..., self.rotated :]
+        cos = self.cos[positions].to(x.dtype)
+        first, second = turned.chunk(2, dim=-1)
+        rotated = turned * cos + torch.cat([-second, first], dim=-1) * cos
+        return torch.cat([rotated, kept], dim=-1)
+
+
+class PostNormClaimingIdentity(PostNorm):
+    """A post-norm block declaring 'identity_path': it normalises the stream itself."""
+
+
+class ForgetsTheMLP(PreNorm):
+    """Computes its MLP but adds only the attention's output to the stream."""
+
+    def forward(self, residual: Tensor, *, positional: tfs.PositionalEncoding, positions: Tensor,
+                cache: LayerCache | None = None) -> Tensor:  # fmt: skip
+        normed = self.norm_attention(residual)
+        attended = self.attention(normed, positional=positional, positions=positions, cache=cache)
+        residual = self.hook_resid_mid(residual + self._drop(attended))
+        self.mlp(self.norm_mlp(residual))
+        return residual
+
+
+class LinearMLP(GELU):
+    """Leaves out the activation: two linear maps make one, and nothing non-linear is learned."""
+
+    def forward(self, residual: Tensor) -> Tensor:
+        pre = self.hook_pre(affine(residual, self.W_in, self.b_in))
+        return affine(self.hook_post(pre), self.W_out, self.b_out)
+
+
+class BiasOnlyUnembedding(nn.Module):
+    """Logits from a learned bias alone: the residual stream never reaches them."""
+
+    def __init__(self, dims: tfs.Dims, embedding: nn.Module) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(0.02 * torch.randn(dims.d_model, dims.d_vocab))
+        self.bias = nn.Parameter(torch.zeros(dims.d_vocab))
+
+    def forward(self, residual: Tensor) -> Tensor:
+        return (residual @ self.weight) * 0 + self.bias
+
+
+class UniformAttention(_Kernel):
+    """Weights every visible key equally (the scores computed, then dropped): a causal running
+    mean, which cannot pick out one flagged position."""
+
+    def weights(self, scores: Tensor) -> Tensor:
+        return torch.softmax(scores * 0, dim=-1)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, query_positions: Tensor,
+                key_positions: Tensor, score_bias: Tensor | None = None) -> Tensor:  # fmt: skip
+        scores = self.scores(q, k).masked_fill(
+            self.hidden(query_positions, key_positions), float("-inf")
+        )
+        return self.weights(scores) @ v
+
+
+class UniformAttentionModule(MultiHead):
+    """An attention module with the uniform kernel built in."""
+
+    def __init__(self, dims: tfs.Dims, kernel: nn.Module) -> None:
+        super().__init__(dims, UniformAttention(dims))
+
+
+class UnscaledInBFloat16(_Kernel):
+    """A "fast path" for bfloat16 inputs that leaves out the 1/sqrt(d_head) scale."""
+
+    def scores(self, q: Tensor, k: Tensor) -> Tensor:
+        if q.dtype == torch.bfloat16:
+            return q @ k.transpose(-1, -2)
+        return super().scores(q, k)
+
+
+BROKEN += [
+    ("mlp", "needs_an_option", NeedsAnOption, [], {"check_builds"}),
+    ("mlp", "returns_the_hidden_layer", ReturnsTheHiddenLayer, [], {"check_output_contract"}),
+    ("mlp", "tanh_through_numpy", TanhThroughNumpy, [], {"check_bfloat16"}),
+    ("mlp", "random_features_not_saved", RandomFeaturesNotSaved, [], {"check_safetensors_round_trip", "check_decoder_checkpoint_round_trip"}),
+    ("block", "scales_by_keep_in_eval", ScalesByKeepInEval, ["identity_path", "resid_mid"], {"check_dropout_off_in_eval"}),
+    ("attention", "ignores_rotation", IgnoresRotation, ["kv_cache", "rotary", "score_bias"], {"check_rotation_changes_output"}),
+    ("positional", "cosine_for_both", CosineForBoth, ["rotary"], {"check_rotary_is_relative"}),
+    ("block", "post_norm_claiming_identity", PostNormClaimingIdentity, ["identity_path", "resid_mid"], {"check_block_identity_path"}),
+    ("block", "forgets_the_mlp", ForgetsTheMLP, ["identity_path", "resid_mid"], {"check_block_uses_both_sublayers"}),
+    ("mlp", "linear_mlp", LinearMLP, [], {"check_learns_nonlinear"}),
+    ("unembedding", "bias_only_unembedding", BiasOnlyUnembedding, [], {"check_learns_bigrams", "check_decoder_trains"}),
+    ("attention", "uniform_attention", UniformAttentionModule, ["kv_cache", "score_bias"], {"check_learns_flagged_copy"}),
+    ("attention_kernel", "unscaled_in_bfloat16", UnscaledInBFloat16, ["exact", "kv_cache"], {"check_matches_reference_bfloat16"}),
 ]  # fmt: skip

@@ -139,3 +139,18 @@ def test_a_part_refusing_the_other_sizes_is_checked_at_sizes_it_accepts(
     assert "it refuses the other sizes" in result.message
     assert "must equal d_model = 20" in result.message
     assert "heads as wide as the model" in result.message
+
+
+# Checks proven elsewhere, with where: every other check must catch a broken example here.
+PROVEN_ELSEWHERE = {
+    "check_moves_device": "needs a CUDA device; without one it says so (not applicable)",
+    "check_combinations_with_plugins": "needs installed distributions: "
+    "tests/cli/test_check_cli.py and test_a_broken_partner_is_blamed_not_the_correct_subject",
+}
+
+
+def test_every_check_has_teeth() -> None:
+    """A check that no broken implementation fails could not fail at all."""
+    named = set().union(*(must_catch for *_, must_catch in BROKEN))
+    toothless = {c.name for c in conformance.CHECKS} - named - PROVEN_ELSEWHERE.keys()
+    assert not toothless, f"no broken example is caught by {sorted(toothless)}"
