@@ -1,6 +1,7 @@
 """``tfs train`` and ``tfs generate`` run as a user runs them, including under torchrun."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -189,12 +190,14 @@ def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost, POSIX signals")
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="gloo over localhost, POSIX signals, /proc")
 def test_sigterm_to_torchrun_saves_one_step_in_every_process_and_the_run_resumes(
     data: Path, tmp_path: Path
 ) -> None:
-    """torchrun forwards SIGTERM to its processes (a scheduler may send it to them too): they
-    agree on one step, save it together, and say so once; the run then resumes."""
+    """SIGTERM sent to torchrun and to each of its processes, as a scheduler sends it: each
+    process gets it more than once (directly, and forwarded by torchrun) and counts it once
+    (a second signal more than two seconds later would stop it at once); they agree
+    on one step, save it together, and say so once; the run then resumes."""
     import signal
     import time
 
@@ -206,12 +209,17 @@ def test_sigterm_to_torchrun_saves_one_step_in_every_process_and_the_run_resumes
               "100000", "--checkpoint-every", "100000", "--sample-tokens", "0", "--device",
               "cpu", "--threads", "1", "--quiet", "--out", str(out)]  # fmt: skip
     child = subprocess.Popen(launch, cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+                             stderr=subprocess.PIPE, text=True, )  # fmt: skip
     log, deadline = out / "log.jsonl", time.monotonic() + 120
     while not (log.exists() and len(log.read_text().splitlines()) >= 5):
         assert time.monotonic() < deadline and child.poll() is None
         time.sleep(0.05)
-    child.send_signal(signal.SIGTERM)
+    workers = _children(child.pid)
+    assert len(workers) == 2
+    for pid in workers:  # as a scheduler signals every process (twice here, to be sure) ...
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
+    os.kill(child.pid, signal.SIGTERM)  # ... and torchrun, which forwards it once more
     _, stderr = child.communicate(timeout=120)
     saved = json.loads((out / "latest.json").read_text())["step"]
     assert saved >= 5
@@ -219,6 +227,20 @@ def test_sigterm_to_torchrun_saves_one_step_in_every_process_and_the_run_resumes
     assert stderr.count(told) == 1, stderr[-3000:]
     _torchrun(tmp_path, "--out", str(out), "--resume", "--steps", str(saved + 2))
     assert json.loads((out / "latest.json").read_text())["step"] == saved + 2
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)  # fmt: skip
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0")) == pid:
+            found.append(int(status.parent.name))
+    return found
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo over localhost")

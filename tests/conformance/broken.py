@@ -587,25 +587,41 @@ BROKEN += [
 ]  # fmt: skip
 
 
+def _attention_forward(
+    ctx: Any, q: Tensor, k: Tensor, v: Tensor, hidden: Tensor, bias: Tensor | None
+) -> Tensor:
+    """Softmax attention, saving what a hand-written backward needs (the weights as they come)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if bias is not None:
+        scores = scores + bias
+    weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
+    ctx.save_for_backward(q, k, v, weights)
+    return weights @ v
+
+
+def _attention_backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    """The gradients of :func:`_attention_forward`'s inputs (the bias's when it needs one)."""
+    q, k, v, weights = ctx.saved_tensors
+    scale = 1 / math.sqrt(q.shape[-1])
+    d_weights = grad @ v.transpose(-1, -2)
+    d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdim=True))
+    d_bias = d_scores.sum(0) if ctx.needs_input_grad[4:5] == (True,) else None
+    return (d_scores @ k * scale, d_scores.transpose(-1, -2) @ q * scale,
+            weights.transpose(-1, -2) @ grad, None, d_bias)  # fmt: skip
+
+
 class _ReadsGradientAsContiguous(torch.autograd.Function):
     """Softmax attention with its backward written out, reading the output's gradient through
     fixed row-major strides (as a hand-written kernel reading by pointer would)."""
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, hidden: Tensor) -> Tensor:
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
-        ctx.save_for_backward(q, k, v, weights)
-        return weights @ v
+        return _attention_forward(ctx, q, k, v, hidden, None)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, weights = ctx.saved_tensors
         grad = grad.as_strided(grad.shape, torch.empty(grad.shape).stride())  # the mistake
-        d_weights = grad @ v.transpose(-1, -2)
-        d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdim=True))
-        d_scores = d_scores / math.sqrt(q.shape[-1])
-        return d_scores @ k, d_scores.transpose(-1, -2) @ q, weights.transpose(-1, -2) @ grad, None
+        return _attention_backward(ctx, grad)[:4]
 
 
 class ContiguousGradientOnly(_Kernel):
@@ -1277,22 +1293,11 @@ class _SavesFloat32Weights(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, hidden: Tensor,
                 bias: Tensor | None) -> Tensor:  # fmt: skip
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        if bias is not None:
-            scores = scores + bias
-        weights = torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-1)
-        ctx.save_for_backward(q, k, v, weights)
-        return weights @ v
+        return _attention_forward(ctx, q, k, v, hidden, bias)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, weights = ctx.saved_tensors
-        scale = 1 / math.sqrt(q.shape[-1])
-        d_weights = grad @ v.transpose(-1, -2)
-        d_scores = weights * (d_weights - (d_weights * weights).sum(-1, keepdim=True))
-        d_bias = d_scores.sum(0) if ctx.needs_input_grad[4] else None
-        return (d_scores @ k * scale, d_scores.transpose(-1, -2) @ q * scale,
-                weights.transpose(-1, -2) @ grad, None, d_bias)  # fmt: skip
+        return _attention_backward(ctx, grad)
 
 
 class BackwardBlindToAutocast(_Kernel):

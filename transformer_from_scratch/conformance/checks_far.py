@@ -105,13 +105,12 @@ def _bfloat16_far(subject: Subject) -> None:
         ours, exact = run(low, torch.bfloat16), run(high, torch.float32)
         if ours is None or exact is None:
             continue
-        error = (ours.double() - exact.double()).abs().max().item()
-        size = exact.double().abs().max().item()
-        if not error <= 0.03 * size:
+        off = _beyond_rounding(ours, exact)
+        if off:
             raise CheckFailed(
                 f"in bfloat16, {label} at positions {FAR - 3}..{FAR - 1} is off its float32 "
-                f"value by {error:.3g} (of {size:.3g}): compute angles and distances in float32 "
-                "(bfloat16 holds 5003 as 4992) and round only the result"
+                f"value by {off}: compute angles and distances in float32 (bfloat16 holds 5003 "
+                "as 4992) and round only the result"
             )
 
 
@@ -146,6 +145,14 @@ def _kernel_far(subject: Subject) -> None:
             f"softmax(QK^T/sqrt(d_head) + bias + mask)V by {diff:.3g}: is a mask or a table "
             "sized by hand (1024, 2048, 4096) instead of by the positions given?"
         )
+
+
+def _beyond_rounding(ours: Tensor, exact: Tensor) -> str:
+    """How far a bfloat16 result is from float32's (``"0.5 (of 2)"``), if beyond 3 % of its
+    size (bfloat16's rounding, with room); else an empty string."""
+    error = (ours.double() - exact.double()).abs().max().item()
+    size = exact.double().abs().max().item()
+    return "" if error <= 0.03 * size else f"{error:.3g} (of {size:.3g})"
 
 
 def _finite(label: str, value: Tensor | None) -> Tensor | None:
@@ -190,13 +197,12 @@ def check_far_token_ids(subject: Subject) -> None:
     what = f"the {noun}s of"
     if not bool(torch.isfinite(ours.float()).all()):
         raise CheckFailed(f"in bfloat16, {what} {ids} hold non-finite values")
-    error = (ours.double() - exact.double()).abs().max().item()
-    size = exact.double().abs().max().item()
-    if not error <= 0.03 * size:
+    off = _beyond_rounding(ours, exact)
+    if off:
         raise CheckFailed(
-            f"in bfloat16, {what} {ids} are off their float32 values by {error:.3g} (of "
-            f"{size:.3g}): bfloat16 holds 257 as 256 and 50,255 as 50,176, so token ids must stay "
-            "integers (index rows with them; no one-hot or comparison in the weights' dtype)"
+            f"in bfloat16, {what} {ids} are off their float32 values by {off}: bfloat16 holds 257 "
+            "as 256 and 50,255 as 50,176, so token ids must stay integers (index rows with them; "
+            "no one-hot or comparison in the weights' dtype)"
         )
     distance = torch.cdist(ours.double(), ours.double())
     distance += torch.eye(len(FAR_IDS), dtype=torch.float64) * distance.max().clamp(min=1.0)
